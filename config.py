@@ -1,0 +1,114 @@
+"""Configuration: one dataclass, read once from the environment, validated up front."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+ALGORITHMS = ("EdDSA", "ES256", "RS256", "HS256")
+PREFIX = "TOKENAUTH_"
+
+
+class ConfigError(Exception):
+    """A configuration value that cannot be used; names the variable."""
+
+    def __init__(self, variable: str, message: str) -> None:
+        super().__init__(f"{variable}: {message}")
+        self.variable = variable
+        self.message = message
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Every setting of the service; nothing else reads the environment."""
+
+    mongodb_uri: str | None = None
+    db_name: str = "tokenauth"
+    data_dir: Path = Path("var")
+    bind: str = "127.0.0.1:8000"
+    issuer: str = "http://127.0.0.1:8000"
+    audience: str = "tokenauth"
+    signing_alg: str = "EdDSA"
+    keys_dir: Path | None = None
+    access_ttl: int = 900
+    refresh_ttl: int = 1_209_600
+    cors_origins: tuple[str, ...] = ()
+    login_max_failures: int = 5
+    login_window: int = 900
+    password_min_length: int = 15
+    # Not in the environment: how long a request waits for MongoDB before answering 503.
+    db_timeout_ms: int = 2000
+    # Not in the environment: how often each worker polls revocations and keys.
+    refresh_interval: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.signing_alg not in ALGORITHMS:
+            raise ConfigError(
+                "TOKENAUTH_SIGNING_ALG",
+                f"unknown algorithm {self.signing_alg!r}, expected one of {', '.join(ALGORITHMS)}",
+            )
+        if self.keys_dir is None:
+            object.__setattr__(self, "keys_dir", Path(self.data_dir) / "keys")
+        _require_range("TOKENAUTH_ACCESS_TTL", self.access_ttl, 1, 86_400)
+        _require_range("TOKENAUTH_REFRESH_TTL", self.refresh_ttl, 1, 31_536_000)
+        _require_range("TOKENAUTH_LOGIN_MAX_FAILURES", self.login_max_failures, 1, 1000)
+        _require_range("TOKENAUTH_LOGIN_WINDOW", self.login_window, 1, 86_400)
+        _require_range("TOKENAUTH_PASSWORD_MIN_LENGTH", self.password_min_length, 8, 64)
+        if not self.db_name or any(c in self.db_name for c in '/\\. "$'):
+            raise ConfigError("TOKENAUTH_DB_NAME", f"not a valid database name: {self.db_name!r}")
+        for origin in self.cors_origins:
+            if not origin.startswith(("http://", "https://")):
+                raise ConfigError(
+                    "TOKENAUTH_CORS_ORIGINS", f"not an origin (scheme://host[:port]): {origin!r}"
+                )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
+        """Build the configuration from TOKENAUTH_* variables."""
+        env = os.environ if environ is None else environ
+
+        def text(name: str) -> str | None:
+            value = env.get(PREFIX + name, "").strip()
+            return value or None
+
+        def integer(name: str) -> int | None:
+            value = text(name)
+            if value is None:
+                return None
+            try:
+                return int(value)
+            except ValueError:
+                raise ConfigError(PREFIX + name, f"not an integer: {value!r}") from None
+
+        values: dict[str, object] = {
+            "mongodb_uri": text("MONGODB_URI"),
+            "db_name": text("DB_NAME"),
+            "data_dir": _path(text("DATA_DIR")),
+            "bind": text("BIND"),
+            "issuer": text("ISSUER"),
+            "audience": text("AUDIENCE"),
+            "signing_alg": text("SIGNING_ALG"),
+            "keys_dir": _path(text("KEYS_DIR")),
+            "access_ttl": integer("ACCESS_TTL"),
+            "refresh_ttl": integer("REFRESH_TTL"),
+            "login_max_failures": integer("LOGIN_MAX_FAILURES"),
+            "login_window": integer("LOGIN_WINDOW"),
+            "password_min_length": integer("PASSWORD_MIN_LENGTH"),
+        }
+        origins = text("CORS_ORIGINS")
+        if origins:
+            values["cors_origins"] = tuple(
+                o.strip().rstrip("/") for o in origins.split(",") if o.strip()
+            )
+        return cls(**{k: v for k, v in values.items() if v is not None})
+
+
+def _path(value: str | None) -> Path | None:
+    return None if value is None else Path(value)
+
+
+def _require_range(variable: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        raise ConfigError(variable, f"must be between {low} and {high}, got {value}")

@@ -1,0 +1,222 @@
+"""The key ring: signing keys by `kid`, the current signer, rotation and the JWKS."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import fcntl
+import json
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from config import ConfigError
+
+KID_TIME_FORMAT = "%Y%m%dT%H%M%SZ"
+MIN_HMAC_SECRET = 32
+# Tokens may be presented this long after `exp` (clock skew), so keys live that much longer.
+CLOCK_SKEW = 30
+
+_KEY_TYPES: dict[str, tuple[type, ...]] = {
+    "EdDSA": (ed25519.Ed25519PrivateKey,),
+    "ES256": (ec.EllipticCurvePrivateKey,),
+    "RS256": (rsa.RSAPrivateKey,),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SigningKey:
+    """One key of the ring: what signs, what verifies, and since when it exists."""
+
+    kid: str
+    created_at: dt.datetime
+    signing_key: Any
+    verifying_key: Any
+    public_jwk: dict[str, Any] | None
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class KeyRing:
+    """Keys loaded from a directory, one file per `kid`; the newest one signs."""
+
+    def __init__(
+        self,
+        keys_dir: Path,
+        algorithm: str,
+        *,
+        access_ttl: int,
+        clock: Callable[[], dt.datetime] = _utcnow,
+    ) -> None:
+        self.keys_dir = Path(keys_dir)
+        self.algorithm = algorithm
+        self.access_ttl = access_ttl
+        self.clock = clock
+        self._keys: dict[str, SigningKey] = {}
+        self._listing: frozenset[str] | None = None
+
+    # -- loading -----------------------------------------------------------------------
+    @property
+    def _suffix(self) -> str:
+        return ".secret" if self.algorithm == "HS256" else ".pem"
+
+    def load(self, *, create: bool = True) -> KeyRing:
+        """Read every key of our algorithm; make the first one when there is none."""
+        try:
+            self.keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if create and not self._list():
+                with self._locked():
+                    if not self._list():
+                        self._write_new_key()
+            self._reload(self._list())
+        except OSError as exc:
+            raise ConfigError(
+                "TOKENAUTH_KEYS_DIR", f"cannot use {self.keys_dir}: {exc.strerror}"
+            ) from None
+        if not self._keys:
+            raise ConfigError("TOKENAUTH_KEYS_DIR", f"no {self.algorithm} key in {self.keys_dir}")
+        return self
+
+    def refresh(self) -> bool:
+        """Pick up keys added or removed by another process; True when anything changed."""
+        try:
+            listing = self._list()
+        except OSError:
+            return False
+        if listing == self._listing or not listing:
+            return False
+        try:
+            self._reload(listing)
+        except ConfigError:
+            return False  # keep the keys we have rather than stop verifying
+        return True
+
+    def _list(self) -> frozenset[str]:
+        return frozenset(
+            entry.name for entry in os.scandir(self.keys_dir) if entry.name.endswith(self._suffix)
+        )
+
+    def _reload(self, listing: frozenset[str]) -> None:
+        keys = {}
+        for name in listing:
+            key = self._read(self.keys_dir / name)
+            if key is not None:
+                keys[key.kid] = key
+        self._keys = dict(sorted(keys.items(), key=lambda item: (item[1].created_at, item[0])))
+        self._listing = listing
+
+    def _read(self, path: Path) -> SigningKey | None:
+        kid = path.name.removesuffix(self._suffix)
+        try:
+            created_at = dt.datetime.strptime(kid.split("-", 1)[0], KID_TIME_FORMAT).replace(
+                tzinfo=dt.UTC
+            )
+        except ValueError:
+            created_at = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)
+        data = path.read_bytes()
+        if self.algorithm == "HS256":
+            secret = data.strip()
+            if len(secret) < MIN_HMAC_SECRET:
+                raise ConfigError(
+                    "TOKENAUTH_KEYS_DIR",
+                    f"HS256 secret {path.name} is {len(secret)} bytes, "
+                    f"at least {MIN_HMAC_SECRET} needed",
+                )
+            return SigningKey(kid, created_at, secret, secret, None)
+        try:
+            private = serialization.load_pem_private_key(data, password=None)
+        except (ValueError, TypeError):
+            raise ConfigError(
+                "TOKENAUTH_KEYS_DIR", f"{path.name} is not a readable private key"
+            ) from None
+        if not isinstance(private, _KEY_TYPES[self.algorithm]):
+            return None  # a key of another algorithm: left for a configuration that uses it
+        if self.algorithm == "ES256" and private.curve.name != "secp256r1":
+            return None
+        public = private.public_key()
+        jwk = json.loads(jwt.get_algorithm_by_name(self.algorithm).to_jwk(public))
+        jwk.update({"kid": kid, "alg": self.algorithm, "use": "sig"})
+        return SigningKey(kid, created_at, private, public, jwk)
+
+    # -- writing -----------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        # Workers and the CLI may start at once: one of them writes a key, the others read it.
+        with open(self.keys_dir / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _write_new_key(self) -> str:
+        kid = f"{self.clock().strftime(KID_TIME_FORMAT)}-{secrets.token_hex(4)}"
+        if self.algorithm == "HS256":
+            data = secrets.token_urlsafe(48).encode()
+        else:
+            private = {
+                "EdDSA": ed25519.Ed25519PrivateKey.generate,
+                "ES256": lambda: ec.generate_private_key(ec.SECP256R1()),
+                "RS256": lambda: rsa.generate_private_key(public_exponent=65537, key_size=3072),
+            }[self.algorithm]()
+            data = private.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        path = self.keys_dir / f"{kid}{self._suffix}"
+        temporary = path.with_suffix(".tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(temporary, path)  # readers never see half a key
+        return kid
+
+    def rotate(self) -> str:
+        """Make a new key the signer, forget keys that no token can need any more; its kid."""
+        self.keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with self._locked():
+            self._reload(self._list())
+            kid = self._write_new_key()
+            self._reload(self._list())
+            for old in set(self._keys) - set(self._live()):
+                (self.keys_dir / f"{old}{self._suffix}").unlink(missing_ok=True)
+            self._reload(self._list())
+        return kid
+
+    # -- use ---------------------------------------------------------------------------
+    def _live(self) -> dict[str, SigningKey]:
+        """Keys that may still have signed an unexpired token."""
+        now = self.clock()
+        keys = list(self._keys.values())
+        grace = dt.timedelta(seconds=self.access_ttl + CLOCK_SKEW)
+        live = {}
+        for key, successor in zip(keys, [*keys[1:], None], strict=True):
+            if successor is None or successor.created_at + grace > now:
+                live[key.kid] = key
+        return live
+
+    @property
+    def current(self) -> SigningKey:
+        """The key that signs new tokens."""
+        return next(reversed(self._keys.values()))
+
+    def verifying_key(self, kid: str) -> Any | None:
+        """The key that verifies tokens of this kid, or None when unknown or retired."""
+        key = self._keys.get(kid)
+        if key is None or kid not in self._live():
+            return None
+        return key.verifying_key
+
+    def jwks(self) -> dict[str, list[dict[str, Any]]]:
+        """RFC 7517 set of the public keys still verifying (empty for HS256)."""
+        return {"keys": [k.public_jwk for k in self._live().values() if k.public_jwk is not None]}

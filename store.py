@@ -1,0 +1,460 @@
+"""The only module that speaks to MongoDB: domain verbs, indexes and error translation."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import datetime as dt
+import functools
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pymongo
+from bson import ObjectId
+from bson.errors import InvalidId
+from pymongo import errors as mongo_errors
+from pymongo.collection import ReturnDocument
+
+T = TypeVar("T")
+
+# Failures that mean "the database is not reachable right now", not "the request is wrong".
+_UNAVAILABLE = (
+    # ConnectionFailure covers AutoReconnect, NetworkTimeout and ServerSelectionTimeoutError.
+    mongo_errors.ConnectionFailure,
+    mongo_errors.ExecutionTimeout,
+    mongo_errors.WTimeoutError,
+    mongo_errors.NotPrimaryError,
+)
+
+
+class StoreError(Exception):
+    """Base of the store's exceptions."""
+
+
+class Conflict(StoreError):
+    """A unique field already holds this value."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__(f"{field} already exists")
+        self.field = field
+
+
+class Unavailable(StoreError):
+    """MongoDB could not be reached or did not answer in time."""
+
+
+def _translated(method: Callable[..., T]) -> Callable[..., T]:
+    """Turn driver exceptions into the store's own."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return method(*args, **kwargs)
+        except mongo_errors.DuplicateKeyError as exc:
+            key = (exc.details or {}).get("keyPattern") or {}
+            raise Conflict(field=next(iter(key), "id")) from None
+        except _UNAVAILABLE as exc:
+            raise Unavailable(type(exc).__name__) from None
+        except mongo_errors.OperationFailure as exc:
+            # Elections and shutdowns surface as error codes, not as connection failures.
+            if exc.code in (91, 189, 10107, 11600, 11602, 13435, 13436):
+                raise Unavailable(f"code {exc.code}") from None
+            raise
+
+    return wrapper
+
+
+def object_id(value: str) -> ObjectId | None:
+    """Parse a public id; None when it cannot be one of ours."""
+    try:
+        return ObjectId(value)
+    except (InvalidId, TypeError):
+        return None
+
+
+def connect(uri: str, *, timeout_ms: int = 2000, **options: Any) -> pymongo.MongoClient:
+    """A MongoClient that fails fast when the server is away, so callers can answer 503."""
+    return pymongo.MongoClient(
+        uri,
+        serverSelectionTimeoutMS=timeout_ms,
+        connectTimeoutMS=timeout_ms,
+        socketTimeoutMS=max(timeout_ms * 5, 10_000),
+        tz_aware=True,
+        appname="tokenauth",
+        **options,
+    )
+
+
+def _public(doc: dict[str, Any] | None) -> dict[str, Any] | None:
+    if doc is None:
+        return None
+    doc = dict(doc)
+    doc["id"] = str(doc.pop("_id"))
+    return doc
+
+
+class Store:
+    """Domain verbs over one MongoDB database."""
+
+    def __init__(self, db: pymongo.database.Database) -> None:
+        self.db = db
+        self.users = db["users"]
+        self.persons = db["persons"]
+        self.sessions = db["sessions"]
+        self.refresh_tokens = db["refresh_tokens"]
+        self.revocations = db["revocations"]
+        self.throttle = db["throttle"]
+
+    # -- housekeeping ------------------------------------------------------------------
+    @_translated
+    def ensure_indexes(self) -> None:
+        """Create the indexes the domain relies on (idempotent)."""
+        self.users.create_index("username_key", unique=True, name="username_key_unique")
+        self.sessions.create_index("user_id")
+        self.sessions.create_index("expires_at", expireAfterSeconds=0)
+        self.refresh_tokens.create_index("expires_at", expireAfterSeconds=0)
+        self.revocations.create_index("expires_at", expireAfterSeconds=0)
+        self.revocations.create_index("created_at")
+        self.throttle.create_index("expires_at", expireAfterSeconds=0)
+
+    @_translated
+    def ping(self, timeout: float = 1.0) -> None:
+        """Raise Unavailable unless the server answers within `timeout` seconds."""
+        with pymongo.timeout(timeout):
+            self.db.client.admin.command("ping")
+
+    # -- users -------------------------------------------------------------------------
+    @_translated
+    def create_user(
+        self,
+        *,
+        username: str,
+        username_key: str,
+        password_hash: str,
+        roles: Iterable[str],
+        now: dt.datetime,
+    ) -> dict[str, Any]:
+        """Insert a user; Conflict(field="username") when the name is taken."""
+        doc = {
+            "username": username,
+            "username_key": username_key,
+            "password_hash": password_hash,
+            "roles": list(roles),
+            "created_at": now,
+        }
+        try:
+            self.users.insert_one(doc)
+        except mongo_errors.DuplicateKeyError:
+            raise Conflict(field="username") from None
+        return _public(doc)
+
+    @_translated
+    def find_user(self, user_id: str) -> dict[str, Any] | None:
+        """The user with this id, or None."""
+        oid = object_id(user_id)
+        return None if oid is None else _public(self.users.find_one({"_id": oid}))
+
+    @_translated
+    def find_user_by_name(self, username_key: str) -> dict[str, Any] | None:
+        """The user with this normalized name, or None."""
+        return _public(self.users.find_one({"username_key": username_key}))
+
+    @_translated
+    def set_password_hash(self, user_id: str, password_hash: str) -> None:
+        """Replace a user's password hash."""
+        self.users.update_one(
+            {"_id": ObjectId(user_id)}, {"$set": {"password_hash": password_hash}}
+        )
+
+    @_translated
+    def page_users(self, *, limit: int, after: str | None) -> tuple[list[dict], str | None]:
+        """Users sorted by id, `limit` at a time, after the cursor id."""
+        return self._page(self.users, limit=limit, after=after)
+
+    # -- persons -----------------------------------------------------------------------
+    @_translated
+    def create_person(self, fields: dict[str, Any], *, now: dt.datetime) -> dict[str, Any]:
+        """Insert a person and return it."""
+        doc = {**fields, "created_at": now, "updated_at": now}
+        self.persons.insert_one(doc)
+        return _public(doc)
+
+    @_translated
+    def find_person(self, person_id: str) -> dict[str, Any] | None:
+        """The person with this id, or None."""
+        oid = object_id(person_id)
+        return None if oid is None else _public(self.persons.find_one({"_id": oid}))
+
+    @_translated
+    def update_person(
+        self, person_id: str, fields: dict[str, Any], *, now: dt.datetime
+    ) -> dict[str, Any] | None:
+        """Set the given fields; the updated person, or None when there is none."""
+        oid = object_id(person_id)
+        if oid is None:
+            return None
+        doc = self.persons.find_one_and_update(
+            {"_id": oid},
+            {"$set": {**fields, "updated_at": now}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return _public(doc)
+
+    @_translated
+    def delete_person(self, person_id: str) -> bool:
+        """Delete; False when there was no such person."""
+        oid = object_id(person_id)
+        return oid is not None and self.persons.delete_one({"_id": oid}).deleted_count == 1
+
+    @_translated
+    def page_persons(self, *, limit: int, after: str | None) -> tuple[list[dict], str | None]:
+        """Persons sorted by id, `limit` at a time, after the cursor id."""
+        return self._page(self.persons, limit=limit, after=after)
+
+    @staticmethod
+    def _page(collection, *, limit: int, after: str | None) -> tuple[list[dict], str | None]:
+        query = {} if after is None else {"_id": {"$gt": ObjectId(after)}}
+        docs = list(collection.find(query).sort("_id", pymongo.ASCENDING).limit(limit + 1))
+        items = [_public(d) for d in docs[:limit]]
+        return items, (items[-1]["id"] if len(docs) > limit else None)
+
+    # -- refresh sessions --------------------------------------------------------------
+    @_translated
+    def create_session(
+        self, *, sid: str, user_id: str, token_hash: str, now: dt.datetime, expires_at: dt.datetime
+    ) -> None:
+        """Open a refresh session with its first refresh token."""
+        self.sessions.insert_one(
+            {"_id": sid, "user_id": user_id, "created_at": now, "expires_at": expires_at}
+        )
+        self.refresh_tokens.insert_one(
+            {"_id": token_hash, "sid": sid, "used": False, "expires_at": expires_at}
+        )
+
+    @_translated
+    def use_refresh_token(self, token_hash: str) -> dict[str, Any] | None:
+        """Atomically mark a refresh token used; the token as it was before, or None."""
+        return self.refresh_tokens.find_one_and_update(
+            {"_id": token_hash}, {"$set": {"used": True}}, return_document=ReturnDocument.BEFORE
+        )
+
+    @_translated
+    def find_refresh_token(self, token_hash: str) -> dict[str, Any] | None:
+        """The stored refresh token with this hash, or None."""
+        return self.refresh_tokens.find_one({"_id": token_hash})
+
+    @_translated
+    def add_refresh_token(self, *, token_hash: str, sid: str, expires_at: dt.datetime) -> None:
+        """Store the successor refresh token of a session."""
+        self.refresh_tokens.insert_one(
+            {"_id": token_hash, "sid": sid, "used": False, "expires_at": expires_at}
+        )
+
+    @_translated
+    def find_session(self, sid: str) -> dict[str, Any] | None:
+        """The refresh session, or None."""
+        return self.sessions.find_one({"_id": sid})
+
+    @_translated
+    def revoke_session(self, sid: str, *, now: dt.datetime) -> bool:
+        """Mark a session revoked; True when this call revoked it."""
+        result = self.sessions.update_one(
+            {"_id": sid, "revoked_at": {"$exists": False}}, {"$set": {"revoked_at": now}}
+        )
+        return result.modified_count == 1
+
+    @_translated
+    def live_sessions_of(self, user_id: str, *, now: dt.datetime) -> list[str]:
+        """Ids of a user's sessions that are neither revoked nor expired."""
+        cursor = self.sessions.find(
+            {"user_id": user_id, "revoked_at": {"$exists": False}, "expires_at": {"$gt": now}},
+            {"_id": 1},
+        )
+        return [doc["_id"] for doc in cursor]
+
+    # -- revocations (what access tokens must no longer be accepted) -------------------
+    @_translated
+    def add_revocation(self, key: str, *, now: dt.datetime, expires_at: dt.datetime) -> None:
+        """Record that tokens matching `key` ("sid:..." or "jti:...") are revoked."""
+        self.revocations.update_one(
+            {"_id": key},
+            {"$setOnInsert": {"created_at": now}, "$max": {"expires_at": expires_at}},
+            upsert=True,
+        )
+
+    @_translated
+    def revocations_since(self, since: dt.datetime | None) -> list[dict[str, Any]]:
+        """Revocation records created at or after `since` (all when None)."""
+        query = {} if since is None else {"created_at": {"$gte": since}}
+        return list(self.revocations.find(query, {"_id": 1, "created_at": 1, "expires_at": 1}))
+
+    # -- throttling counters -----------------------------------------------------------
+    @_translated
+    def counter(self, key: str, *, now: dt.datetime) -> tuple[int, dt.datetime | None]:
+        """The live count under `key` and when its window ends."""
+        doc = self.throttle.find_one({"_id": key, "expires_at": {"$gt": now}})
+        return (0, None) if doc is None else (doc["count"], doc["expires_at"])
+
+    @_translated
+    def counters(self, keys: list[str], *, now: dt.datetime) -> dict[str, tuple[int, dt.datetime]]:
+        """The live counts of several keys at once."""
+        docs = self.throttle.find({"_id": {"$in": keys}, "expires_at": {"$gt": now}})
+        return {doc["_id"]: (doc["count"], doc["expires_at"]) for doc in docs}
+
+    @_translated
+    def increment(self, key: str, *, now: dt.datetime, window: int) -> int:
+        """Atomically count one more event in the window of `key`; the new count."""
+        expires_at = now + dt.timedelta(seconds=window)
+        # A lapsed window that the TTL monitor has not removed yet starts over.
+        self.throttle.delete_one({"_id": key, "expires_at": {"$lte": now}})
+        for _ in range(2):
+            try:
+                doc = self.throttle.find_one_and_update(
+                    {"_id": key},
+                    {"$inc": {"count": 1}, "$setOnInsert": {"expires_at": expires_at}},
+                    upsert=True,
+                    return_document=ReturnDocument.AFTER,
+                )
+                return doc["count"]
+            except mongo_errors.DuplicateKeyError:
+                continue  # two first events raced on the upsert; the retry increments
+        raise Unavailable("throttle counter contention")
+
+    @_translated
+    def reset_counter(self, key: str) -> None:
+        """Forget the events counted under `key`."""
+        self.throttle.delete_one({"_id": key})
+
+
+# -- the embedded development server ---------------------------------------------------
+class EmbeddedServer:
+    """A `secantusd-py` child process: MongoDB's wire protocol on a free loopback port."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        executable: str | None = None,
+        test_commands: bool = False,
+        storage: str | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.executable = executable or _find_secantusd()
+        self.test_commands = test_commands
+        self.storage = storage or str(self.data_dir / "db")
+        self.port: int | None = None
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def uri(self) -> str:
+        """The connection string of the running server."""
+        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
+
+    @property
+    def marker(self) -> Path:
+        """A file telling other processes (the CLI) where the running server listens."""
+        return self.data_dir / "embedded.json"
+
+    def start(self, timeout: float = 30.0) -> str:
+        """Start the server (same port again after a stop) and wait until it answers a ping."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.storage != ":memory:":
+            Path(self.storage).mkdir(parents=True, exist_ok=True)
+        self.port = self.port or _free_port()
+        command = [
+            self.executable,
+            "--host", "127.0.0.1",
+            "--port", str(self.port),
+            "--storage-path", self.storage,
+            "--log-level", "WARNING",
+        ]  # fmt: skip
+        if self.test_commands:
+            command.append("--enable-test-commands")
+        log = open(self.data_dir / "embedded.log", "ab")  # noqa: SIM115 - owned by the child
+        self.process = subprocess.Popen(
+            command, stdout=log, stderr=log, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
+        )
+        log.close()
+        self._wait_ready(timeout)
+        if self.storage != ":memory:":
+            self.marker.write_text(json.dumps({"pid": self.process.pid, "uri": self.uri}))
+        return self.uri
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        client = pymongo.MongoClient(self.uri, serverSelectionTimeoutMS=500)
+        try:
+            while True:
+                if self.process.poll() is not None:
+                    raise RuntimeError(
+                        f"secantusd-py exited with {self.process.returncode}; "
+                        f"see {self.data_dir / 'embedded.log'}"
+                    )
+                try:
+                    client.admin.command("ping")
+                    return
+                except mongo_errors.PyMongoError:
+                    if time.monotonic() > deadline:
+                        self.stop()
+                        raise RuntimeError(
+                            "secantusd-py did not answer within its start-up time"
+                        ) from None
+                    time.sleep(0.1)
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        """Stop the server and wait for it to exit."""
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+        self.marker.unlink(missing_ok=True)
+
+
+def running_embedded_uri(data_dir: Path) -> str | None:
+    """The URI of an embedded server already running over `data_dir`, if any."""
+    try:
+        info = json.loads((Path(data_dir) / "embedded.json").read_text())
+        os.kill(info["pid"], 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return info["uri"]
+
+
+def _find_secantusd() -> str:
+    beside_python = Path(sys.executable).parent / "secantusd-py"
+    found = str(beside_python) if beside_python.exists() else shutil.which("secantusd-py")
+    if not found:
+        raise RuntimeError(
+            "the embedded server needs the 'embedded' extra (pip install -e '.[embedded]'), "
+            "or set TOKENAUTH_MONGODB_URI"
+        )
+    return found
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    # A killed parent must not leave the database behind (Linux prctl PR_SET_PDEATHSIG).
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)

@@ -1,0 +1,69 @@
+"""Helpers the tests share: requests as a client sends them, and real-server plumbing."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import webtest
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+PASSWORD = "tangerine-ocelot-harbour-41"
+ADMIN_PASSWORD = "quietly-ferrous-lantern-1987"
+
+
+def register(app: webtest.TestApp, username: str, password: str = PASSWORD, **kwargs):
+    """POST /users as JSON."""
+    return app.post_json("/users", {"username": username, "password": password}, **kwargs)
+
+
+def login(app: webtest.TestApp, username: str, password: str = PASSWORD, **kwargs):
+    """POST /auth/token with the password grant as JSON."""
+    body = {"grant_type": "password", "username": username, "password": password}
+    return app.post_json("/auth/token", body, **kwargs)
+
+
+def bearer(token: str) -> dict[str, str]:
+    """An Authorization header."""
+    return {"Authorization": f"Bearer {token}"}
+
+
+def make_admin(app: webtest.TestApp, username: str = "root-admin") -> str:
+    """Create an admin as the CLI does and return an access token."""
+    app.app.components.accounts.register(username, ADMIN_PASSWORD, roles=("user", "admin"))
+    return login(app, username, ADMIN_PASSWORD).json["access_token"]
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 30.0) -> None:
+    """Wait until `url` answers 200."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:  # noqa: S310 - loopback
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not answer 200 within {timeout} s")
+        time.sleep(0.1)
+
+
+def service_env(**overrides: str) -> dict[str, str]:
+    """The process environment with TOKENAUTH_* overrides and the venv first on PATH."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENAUTH_")}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(overrides)
+    return env
