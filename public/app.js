@@ -295,6 +295,17 @@
     if (box) box.textContent = message;
   }
 
+  const FIELD_NAMES = {
+    username: 'Username', password: 'Password', confirm: 'Confirmation',
+    name: 'Name', email: 'Email', age: 'Age',
+  };
+
+  // The service says "must be at least 15 characters"; the page says "Password must be ...".
+  function readable(field, message) {
+    const text = /^[a-z]/.test(message) && FIELD_NAMES[field] ? `${FIELD_NAMES[field]} ${message}` : message;
+    return sentence(text);
+  }
+
   // Shows each error next to its field and returns the first invalid input (for focus).
   function showFieldErrors(form, fields) {
     let first = null;
@@ -302,8 +313,9 @@
     for (const { field, message } of fields) {
       const slot = form.querySelector(`[data-error-for="${CSS.escape(field)}"]`);
       const input = form.elements.namedItem(field);
-      if (!slot || !input) { stray.push(message); continue; }
-      slot.textContent = slot.textContent ? `${slot.textContent} ${message}` : message;
+      if (!slot || !input) { stray.push(readable(field, message)); continue; }
+      const text = readable(field, message);
+      slot.textContent = slot.textContent ? `${slot.textContent} ${text}` : text;
       input.setAttribute('aria-invalid', 'true');
       if (!first) first = input;
     }

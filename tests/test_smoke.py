@@ -12,7 +12,9 @@ def test_register_login_and_read_persons(app, admin_token):
     me = app.get("/users/me", headers=bearer(token))
     assert me.json["username"] == "alice"
     app.post_json(
-        "/persons", {"name": "Ada", "email": "ada@example.org", "age": 36}, headers=bearer(admin_token)
+        "/persons",
+        {"name": "Ada", "email": "ada@example.org", "age": 36},
+        headers=bearer(admin_token),
     )
     page = app.get("/persons", headers=bearer(token))
     assert [p["name"] for p in page.json["items"]] == ["Ada"]

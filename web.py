@@ -1,0 +1,221 @@
+"""HTTP plumbing shared by the resources: problem+json errors, bodies, paging, headers."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import logging
+from http import HTTPStatus
+from typing import Any
+
+import falcon
+
+import auth
+import openapi
+import store as store_module
+
+log = logging.getLogger("tokenauth")
+
+MAX_BODY = 64 * 1024
+RETRY_AFTER_UNAVAILABLE = "5"
+OAUTH_PATHS = frozenset({"/auth/token", "/auth/revoke", "/auth/introspect"})
+JSON = "application/json"
+FORM = "application/x-www-form-urlencoded"
+HTML_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+API_CSP = "default-src 'none'; frame-ancestors 'none'"
+
+
+# -- errors -----------------------------------------------------------------------------
+class InvalidFields(falcon.HTTPUnprocessableEntity):
+    """422 with the RFC 9457 `errors` member naming each invalid field."""
+
+    def __init__(self, errors: list[tuple[str, str]]) -> None:
+        super().__init__(
+            title="Unprocessable Content",
+            description="; ".join(f"{field} {message}" for field, message in errors),
+        )
+        self.errors = [{"field": field, "message": message} for field, message in errors]
+
+
+class OAuthError(falcon.HTTPError):
+    """An RFC 6749 §5.2 error of the token, revocation or introspection endpoint."""
+
+    def __init__(self, status: int, error: str, description: str, headers=None) -> None:
+        super().__init__(status, title=error, description=description, headers=headers)
+        self.error = error
+
+
+def _status_code(error: falcon.HTTPError) -> int:
+    return int(str(error.status).split()[0])
+
+
+def serialize_error(req: falcon.Request, resp: falcon.Response, error: falcon.HTTPError) -> None:
+    """RFC 9457 problem+json, or the RFC 6749 form on the OAuth endpoints."""
+    status = _status_code(error)
+    if req.path in OAUTH_PATHS and status not in (401, 403):
+        code = getattr(error, "error", None) or {
+            429: "temporarily_unavailable",
+            503: "temporarily_unavailable",
+        }.get(status, "invalid_request" if status < 500 else "server_error")
+        body: dict[str, Any] = {"error": code}
+        if error.description:
+            body["error_description"] = error.description
+        resp.content_type = JSON
+    else:
+        body = {
+            "type": "about:blank",
+            "title": HTTPStatus(status).phrase,
+            "status": status,
+            "detail": error.description or HTTPStatus(status).description,
+        }
+        if getattr(error, "errors", None):
+            body["errors"] = error.errors
+        resp.content_type = "application/problem+json"
+    resp.media = body
+
+
+def handle_unavailable(req, resp, error: store_module.Unavailable, params) -> None:
+    """MongoDB is away: 503, and the client may retry."""
+    raise falcon.HTTPServiceUnavailable(
+        description="The database is unreachable; try again shortly",
+        retry_after=int(RETRY_AFTER_UNAVAILABLE),
+    )
+
+
+def handle_conflict(req, resp, error: store_module.Conflict, params) -> None:
+    """A unique field is taken: 409."""
+    raise falcon.HTTPConflict(description=f"That {error.field} is already taken")
+
+
+def handle_invalid_body(req, resp, error: openapi.InvalidBody, params) -> None:
+    """A body against its schema: 422 naming the fields."""
+    raise InvalidFields(error.errors)
+
+
+def handle_invalid_field(req, resp, error: auth.InvalidField, params) -> None:
+    """A rule a schema cannot express: 422 naming the field."""
+    raise InvalidFields([(error.field, error.message)])
+
+
+def handle_throttled(req, resp, error: auth.Throttled, params) -> None:
+    """Too many attempts: 429 with Retry-After."""
+    raise falcon.HTTPTooManyRequests(
+        description=f"Too many attempts; try again in {error.retry_after} seconds",
+        retry_after=error.retry_after,
+    )
+
+
+def handle_unexpected(req, resp, error: Exception, params) -> None:
+    """A bug: 500, and a log line that names the place but carries no data."""
+    frame = error.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    where = f"{frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame else "?"
+    # The message and locals may hold secrets; the type and place are enough to find it.
+    log.error("unhandled %s in %s %s at %s", type(error).__name__, req.method, req.path, where)
+    raise falcon.HTTPInternalServerError(description="An unexpected error occurred")
+
+
+# -- middleware -------------------------------------------------------------------------
+class BodyLimit:
+    """413 for bodies over 64 KiB, declared or streamed."""
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Refuse large bodies before anything reads them."""
+        length = req.content_length
+        if length is not None:
+            if length > MAX_BODY:
+                raise falcon.HTTPContentTooLarge(description=f"The body is over {MAX_BODY} bytes")
+        elif req.get_header("Transfer-Encoding"):
+            data = req.bounded_stream.read(MAX_BODY + 1)
+            if len(data) > MAX_BODY:
+                raise falcon.HTTPContentTooLarge(description=f"The body is over {MAX_BODY} bytes")
+            req.stream = io.BytesIO(data)
+            req.env["CONTENT_LENGTH"] = str(len(data))
+
+
+class SecurityHeaders:
+    """nosniff everywhere; a strict CSP and no referrer on HTML."""
+
+    def process_response(self, req, resp: falcon.Response, resource, req_succeeded) -> None:
+        """Add the headers to every answer."""
+        resp.set_header("X-Content-Type-Options", "nosniff")
+        resp.set_header("Referrer-Policy", "no-referrer")
+        is_html = (resp.content_type or "").startswith("text/html")
+        resp.set_header("Content-Security-Policy", HTML_CSP if is_html else API_CSP)
+        if is_html:
+            resp.set_header("X-Frame-Options", "DENY")
+
+
+# -- request helpers --------------------------------------------------------------------
+def read_body(req: falcon.Request, schema_name: str, *, form: bool = False) -> dict[str, Any]:
+    """The JSON (or, where allowed, form) body, validated against its OpenAPI schema."""
+    media_type = (req.content_type or "").split(";")[0].strip().lower()
+    allowed = (JSON, FORM) if form else (JSON,)
+    if media_type not in allowed:
+        raise falcon.HTTPUnsupportedMediaType(
+            description=f"Send the body as {' or '.join(allowed)}"
+        )
+    try:
+        body = req.get_media()
+    except falcon.MediaNotFoundError:
+        raise falcon.HTTPBadRequest(description="The request has no body") from None
+    except falcon.MediaMalformedError:
+        raise falcon.HTTPBadRequest(
+            description="The body is not valid, UTF-8 encoded JSON"
+        ) from None
+    return openapi.validate(body, schema_name)
+
+
+def page_params(req: falcon.Request) -> tuple[int, str | None]:
+    """`limit` (1..200, default 50) and `cursor` (an id) from the query string."""
+    errors = []
+    raw_limit = req.get_param("limit")
+    limit = 50
+    if raw_limit is not None:
+        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 200:
+            errors.append(("limit", "must be an integer from 1 to 200"))
+        else:
+            limit = int(raw_limit)
+    cursor = req.get_param("cursor")
+    if cursor is not None and store_module.object_id(cursor) is None:
+        errors.append(("cursor", "must be the next_cursor of a previous page"))
+    if errors:
+        raise InvalidFields(errors)
+    return limit, cursor
+
+
+def rfc3339(value: dt.datetime) -> str:
+    """RFC 3339 UTC with milliseconds, as every time in the API."""
+    return value.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def public_user(user: dict[str, Any]) -> dict[str, Any]:
+    """A user as the API shows it: never the hash."""
+    return {
+        "id": user["id"],
+        "username": user["username"],
+        "roles": user["roles"],
+        "created_at": rfc3339(user["created_at"]),
+    }
+
+
+def public_person(person: dict[str, Any]) -> dict[str, Any]:
+    """A person as the API shows it."""
+    return {
+        "id": person["id"],
+        "name": person["name"],
+        "email": person["email"],
+        "age": person.get("age"),
+        "created_at": rfc3339(person["created_at"]),
+        "updated_at": rfc3339(person["updated_at"]),
+    }
+
+
+def no_store(resp: falcon.Response) -> None:
+    """Tokens must never be cached (RFC 6749 §5.1)."""
+    resp.set_header("Cache-Control", "no-store")
+    resp.set_header("Pragma", "no-cache")
