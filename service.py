@@ -178,7 +178,9 @@ class Tokens:
     def _require(self, params: dict[str, Any], *names: str) -> list[str]:
         missing = [n for n in names if not params.get(n)]
         if missing:
-            raise OAuthError(400, "invalid_request", f"{', '.join(missing)} is required")
+            listed = " and ".join(missing)
+            verb = "are" if len(missing) > 1 else "is"
+            raise OAuthError(400, "invalid_request", f"{listed} {verb} required")
         return [params[n] for n in names]
 
     def _password_grant(self, req: falcon.Request, params: dict[str, Any]):

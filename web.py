@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import json
 import logging
 from http import HTTPStatus
 from typing import Any
@@ -64,6 +65,7 @@ def serialize_error(req: falcon.Request, resp: falcon.Response, error: falcon.HT
         if error.description:
             body["error_description"] = error.description
         resp.content_type = JSON
+        resp.set_header("Cache-Control", "no-store")  # RFC 6749 §5.2 answers as §5.1 does
     else:
         body = {
             "type": "about:blank",
@@ -74,7 +76,8 @@ def serialize_error(req: falcon.Request, resp: falcon.Response, error: falcon.HT
         if getattr(error, "errors", None):
             body["errors"] = error.errors
         resp.content_type = "application/problem+json"
-    resp.media = body
+    # Serialized here: no media handler is registered for application/problem+json.
+    resp.data = json.dumps(body).encode()
 
 
 def handle_unavailable(req, resp, error: store_module.Unavailable, params) -> None:
