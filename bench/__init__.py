@@ -1,0 +1,1 @@
+"""The benchmark of DESIGN.md: `make bench` (python -m bench)."""

@@ -1,0 +1,87 @@
+"""The ceiling: bare Falcon doing the service's database work with no auth and no middleware.
+
+Served by `gunicorn -c gunicorn.conf.py "bench.ceiling:create_app()"`, so it runs under the
+very settings (worker class, workers, threads) the service runs under. Its answers carry the
+same bodies as the service's, so that the ratio between the two measures only what auth and
+the service's middleware cost.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import falcon
+
+import store as store_module
+from config import Config
+
+
+def rfc3339(value: dt.datetime) -> str:
+    """RFC 3339 UTC with milliseconds, as the service writes times."""
+    return value.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Constant:
+    """GET /verify and /health: constant JSON, the floor of any answer."""
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """{"status": "ok"}."""
+        resp.media = {"status": "ok"}
+
+
+class UserById:
+    """GET /users/{user_id}: the same find_one by _id as GET /users/me."""
+
+    def __init__(self, store: store_module.Store) -> None:
+        self.store = store
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, user_id: str) -> None:
+        """The user, shaped as the service shows it."""
+        user = self.store.find_user(user_id)
+        if user is None:
+            raise falcon.HTTPNotFound()
+        resp.media = {
+            "id": user["id"],
+            "username": user["username"],
+            "roles": user["roles"],
+            "created_at": rfc3339(user["created_at"]),
+        }
+
+
+class PersonsPage:
+    """GET /persons: the same indexed page (sorted by _id, limit + 1) as the service's."""
+
+    def __init__(self, store: store_module.Store) -> None:
+        self.store = store
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """A page of persons, shaped as the service shows them."""
+        limit = req.get_param_as_int("limit", default=50, min_value=1, max_value=200)
+        persons, next_cursor = self.store.page_persons(limit=limit, after=None)
+        resp.media = {"items": [public_person(p) for p in persons], "next_cursor": next_cursor}
+
+
+def public_person(person: dict[str, Any]) -> dict[str, Any]:
+    """A person as the service shows it."""
+    return {
+        "id": person["id"],
+        "name": person["name"],
+        "email": person["email"],
+        "age": person.get("age"),
+        "created_at": rfc3339(person["created_at"]),
+        "updated_at": rfc3339(person["updated_at"]),
+    }
+
+
+def create_app() -> falcon.App:
+    """The ceiling app over TOKENAUTH_MONGODB_URI / TOKENAUTH_DB_NAME (called after the fork)."""
+    config = Config.from_env()
+    client = store_module.connect(config.mongodb_uri, timeout_ms=config.db_timeout_ms)
+    store = store_module.Store(client[config.db_name])
+    app = falcon.App()
+    app.add_route("/health", Constant())
+    app.add_route("/verify", Constant())
+    app.add_route("/users/{user_id}", UserById(store))
+    app.add_route("/persons", PersonsPage(store))
+    return app

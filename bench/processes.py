@@ -1,0 +1,123 @@
+"""The processes a run starts: gunicorn serving the service or the ceiling; and their memory."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    # A benchmark killed outright must not leave servers behind (Linux PR_SET_PDEATHSIG).
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+
+class Gunicorn:
+    """`gunicorn -c gunicorn.conf.py [APP]` on a free loopback port, logging to a file."""
+
+    def __init__(
+        self,
+        name: str,
+        env: dict[str, str],
+        log_path: Path,
+        *,
+        app_uri: str | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> None:
+        self.name = name
+        self.port = free_port()
+        self.env = {**env, "TOKENAUTH_BIND": f"127.0.0.1:{self.port}"}
+        self.log_path = log_path
+        self.app_uri = app_uri
+        self.extra_args = list(extra_args)
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def base(self) -> str:
+        """The URL the server answers on."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start gunicorn and wait until /health answers 200."""
+        command = [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", *self.extra_args]
+        if self.app_uri:
+            command.append(self.app_uri)
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
+            )
+        self._wait_healthy(timeout)
+
+    def _wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited at start-up:\n{self.log_tail()}")
+            if self._healthy():
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name} not healthy in {timeout} s:\n{self.log_tail()}")
+            time.sleep(0.2)
+
+    def _healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.base}/health", timeout=2) as answer:  # noqa: S310
+                return answer.status == 200
+        except OSError:
+            return False
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines of the server's log, for an error message."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def worker_pids(self) -> list[int]:
+        """The pids of the arbiter's worker processes."""
+        pid = self.process.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        return [int(child) for child in children]
+
+    def stop(self) -> None:
+        """SIGTERM, a graceful wait, then SIGKILL."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """VmHWM of a process: the most resident memory it has held, in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024  # the kernel reports kB
+    raise RuntimeError(f"no VmHWM for pid {pid}")

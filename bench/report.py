@@ -1,0 +1,288 @@
+"""Reading wrk's output, judging rows against the goals, and printing the table."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import statistics
+from collections.abc import Iterable, Sequence
+
+TIME_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+COUNT_SUFFIXES = {"": 1.0, "k": 1e3, "M": 1e6, "G": 1e9}
+MIB = 1024 * 1024
+
+
+class WrkOutputError(ValueError):
+    """wrk printed something this parser does not understand."""
+
+
+def seconds(text: str) -> float:
+    """A wrk duration such as `812.00us`, `3.21ms`, `1.02s` or `2.00m`, in seconds."""
+    match = re.fullmatch(r"([0-9.]+)(us|ms|s|m|h)", text.strip())
+    if match is None:
+        raise WrkOutputError(f"not a wrk duration: {text!r}")
+    return float(match[1]) * TIME_UNITS[match[2]]
+
+
+def count(text: str) -> float:
+    """A wrk count such as `812`, `2.51k` or `1.20M`."""
+    match = re.fullmatch(r"([0-9.]+)([kMG]?)", text.strip())
+    if match is None:
+        raise WrkOutputError(f"not a wrk count: {text!r}")
+    return float(match[1]) * COUNT_SUFFIXES[match[2]]
+
+
+@dataclasses.dataclass(frozen=True)
+class WrkResult:
+    """What one wrk run measured; times in seconds."""
+
+    requests: int
+    duration: float
+    requests_per_second: float
+    p50: float
+    p99: float
+    thread_requests_per_second: float
+    errors: int  # non-2xx/3xx answers plus socket errors
+
+    @property
+    def error_share(self) -> float:
+        """Errors as a share of all requests."""
+        return self.errors / self.requests if self.requests else 1.0
+
+
+def parse_wrk(output: str) -> WrkResult:
+    """Parse `wrk --latency` output."""
+    percentiles = dict(re.findall(r"^\s*(50|99)(?:\.0+)?%\s+(\S+)\s*$", output, re.MULTILINE))
+    total = re.search(r"^\s*(\d+) requests in (\S+),", output, re.MULTILINE)
+    rate = re.search(r"^Requests/sec:\s+([0-9.]+)", output, re.MULTILINE)
+    thread_rate = re.search(r"^\s*Req/Sec\s+(\S+)", output, re.MULTILINE)
+    if not (total and rate and thread_rate) or set(percentiles) != {"50", "99"}:
+        raise WrkOutputError("no latency distribution or totals (was --latency given?)")
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    sockets = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    errors = int(non_2xx[1]) if non_2xx else 0
+    if sockets:
+        errors += sum(int(n) for n in sockets.groups())
+    return WrkResult(
+        requests=int(total[1]),
+        duration=seconds(total[2]),
+        requests_per_second=float(rate[1]),
+        p50=seconds(percentiles["50"]),
+        p99=seconds(percentiles["99"]),
+        thread_requests_per_second=count(thread_rate[1]),
+        errors=errors,
+    )
+
+
+# -- goals ------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Goal:
+    """A lower bound on a ratio and/or an upper bound on a value, as DESIGN.md states it."""
+
+    min_ratio: float | None = None
+    max_p99: float | None = None  # seconds
+    max_bytes: int | None = None
+
+    def describe(self) -> str:
+        """The goal as the table shows it."""
+        parts = []
+        if self.max_p99 is not None:
+            parts.append(f"p99 <= {self.max_p99 * 1000:g} ms")
+        if self.min_ratio is not None:
+            parts.append(f">= {self.min_ratio:.2f}")
+        if self.max_bytes is not None:
+            parts.append(f"<= {self.max_bytes / MIB:g} MiB")
+        return ", ".join(parts)
+
+
+def ratio(value: float, ceiling: float) -> float:
+    """value / ceiling; 0 when there is no ceiling to speak of."""
+    return value / ceiling if ceiling > 0 else 0.0
+
+
+def is_met(
+    goal: Goal,
+    *,
+    ratio: float | None = None,
+    p99: float | None = None,
+    peak_bytes: int | None = None,
+) -> bool:
+    """True when every bound the goal sets holds for what was measured."""
+    checks = []
+    if goal.min_ratio is not None:
+        checks.append(ratio is not None and ratio >= goal.min_ratio)
+    if goal.max_p99 is not None:
+        checks.append(p99 is not None and p99 <= goal.max_p99)
+    if goal.max_bytes is not None:
+        checks.append(peak_bytes is not None and peak_bytes <= goal.max_bytes)
+    return bool(checks) and all(checks)
+
+
+# -- the table --------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One line of the table; a ceiling line has no goal."""
+
+    name: str
+    requests_per_second: float | None = None
+    p50: float | None = None
+    p99: float | None = None
+    ratio: float | None = None
+    value: str = ""  # what the ratio column shows when it is not a ratio (memory)
+    goal: Goal | None = None
+    met: bool | None = None
+    note: str = ""
+
+
+def _ms(value: float | None) -> str:
+    return "" if value is None else f"{value * 1000:.2f} ms"
+
+
+def _rate(value: float | None) -> str:
+    return "" if value is None else f"{value:,.1f}"
+
+
+def _verdict(row: Row) -> str:
+    if row.met is None:
+        return ""
+    return "met" if row.met else "NOT met"
+
+
+def format_table(rows: Iterable[Row]) -> str:
+    """A Markdown table: row, requests/s, p50, p99, ratio to ceiling, goal, met, note."""
+    header = ["row", "requests/s", "p50", "p99", "ratio to ceiling", "goal", "met", "note"]
+    lines = [header]
+    for row in rows:
+        shown_ratio = row.value or ("" if row.ratio is None else f"{row.ratio:.2f}")
+        lines.append(
+            [
+                row.name,
+                _rate(row.requests_per_second),
+                _ms(row.p50),
+                _ms(row.p99),
+                shown_ratio,
+                row.goal.describe() if row.goal else "",
+                _verdict(row),
+                row.note,
+            ]
+        )
+    return "\n".join("| " + " | ".join(cells) + " |" for cells in _with_rule(lines))
+
+
+def _with_rule(lines: list[list[str]]) -> list[list[str]]:
+    return [lines[0], ["---"] * len(lines[0]), *lines[1:]]
+
+
+# -- one run's figures, and the rows they make -------------------------------------------
+GOALS = {
+    "verify": Goal(min_ratio=0.80),
+    "me": Goal(min_ratio=0.85),
+    "page": Goal(min_ratio=0.85),
+    "login": Goal(min_ratio=0.80),
+    "mixed": Goal(min_ratio=0.50, max_p99=0.050),
+    "memory": Goal(max_bytes=100 * MIB),
+}
+# Rows loaded beside a bare Falcon ceiling serving the same database work.
+CEILINGED = ("verify", "me", "page")
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """Everything one pass of the benchmark measured."""
+
+    results: dict[str, WrkResult]  # "verify", "verify ceiling", ..., "login", "mixed"
+    hash_seconds: float  # one argon2id hash at the service's parameters
+    cores: int
+    peak_rss_bytes: int  # the largest VmHWM among the service's workers
+    paced_logins_per_second: float  # what the mixed row's login pacer achieved
+
+
+def build_rows(run: Run) -> list[Row]:
+    """The table of one run (or of the medians of several)."""
+    rows = []
+    for name in CEILINGED:
+        project, ceiling = run.results[name], run.results[f"{name} ceiling"]
+        rows.append(
+            _judged(name, project, ratio(project.requests_per_second, ceiling.requests_per_second))
+        )
+        rows.append(_plain(f"{name} ceiling", ceiling, "bare Falcon, same database work"))
+    login_ceiling = run.cores / run.hash_seconds
+    login = run.results["login"]
+    rows.append(_judged("login", login, ratio(login.requests_per_second, login_ceiling)))
+    rows.append(
+        Row(
+            "login ceiling",
+            requests_per_second=login_ceiling,
+            note=f"{run.cores} cores / {run.hash_seconds * 1000:.1f} ms per argon2id hash",
+        )
+    )
+    mixed = run.results["mixed"]
+    verify_rate = run.results["verify"].requests_per_second
+    rows.append(
+        _judged(
+            "mixed",
+            mixed,
+            ratio(mixed.requests_per_second, verify_rate),
+            note=f"verify beside {run.paced_logins_per_second:.1f} logins/s; ratio to verify row",
+        )
+    )
+    rows.append(
+        Row(
+            "memory",
+            value=f"{run.peak_rss_bytes / MIB:.1f} MiB",
+            goal=GOALS["memory"],
+            met=is_met(GOALS["memory"], peak_bytes=run.peak_rss_bytes),
+            note="peak RSS (VmHWM) of the largest worker after the run",
+        )
+    )
+    return rows
+
+
+def _judged(name: str, result: WrkResult, row_ratio: float, note: str = "") -> Row:
+    goal = GOALS[name]
+    met = is_met(goal, ratio=row_ratio, p99=result.p99) and result.error_share < 0.01
+    if result.errors:
+        note = "; ".join(filter(None, [note, f"{result.errors} errors"]))
+    return Row(
+        name,
+        requests_per_second=result.requests_per_second,
+        p50=result.p50,
+        p99=result.p99,
+        ratio=row_ratio,
+        goal=goal,
+        met=met,
+        note=note,
+    )
+
+
+def _plain(name: str, result: WrkResult, note: str) -> Row:
+    if result.errors:
+        note = f"{note}; {result.errors} errors"
+    return Row(name, result.requests_per_second, result.p50, result.p99, note=note)
+
+
+def median_run(runs: Sequence[Run]) -> Run:
+    """A run whose every figure is the median of that figure over `runs`."""
+    results = {
+        name: WrkResult(
+            **{
+                field.name: _median([getattr(r.results[name], field.name) for r in runs])
+                for field in dataclasses.fields(WrkResult)
+            }
+        )
+        for name in runs[0].results
+    }
+    return Run(
+        results=results,
+        hash_seconds=_median([r.hash_seconds for r in runs]),
+        cores=runs[0].cores,
+        peak_rss_bytes=int(_median([r.peak_rss_bytes for r in runs])),
+        paced_logins_per_second=_median([r.paced_logins_per_second for r in runs]),
+    )
+
+
+def _median(values: list):
+    middle = statistics.median(values)
+    return type(values[0])(middle) if isinstance(values[0], int) else middle

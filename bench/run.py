@@ -1,0 +1,240 @@
+"""One benchmark run end to end: database, service, ceiling, seed, rows, table."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import platform
+import runpy
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from bench import report
+from bench.load import LOGIN_SCRIPT, Load, LoginPacer, run_wrk
+from bench.processes import BIN, ROOT, Gunicorn, peak_rss_bytes
+from bench.seed import PASSWORD, Seeded, seed
+
+LAST_TABLE = Path(__file__).resolve().parent / "last.md"
+DB_NAME = "tokenauth_bench"
+PACKAGES = ("falcon", "PyJWT", "pymongo", "gunicorn", "argon2-cffi", "cryptography", "secantusdb")
+# (row, path on the service, path on the ceiling); {user_id} is filled in after seeding.
+PAIRED_ROWS = (
+    ("verify", "/auth/verify", "/verify"),
+    ("me", "/users/me", "/users/{user_id}"),
+    ("page", "/persons?limit=50", "/persons?limit=50"),
+)
+MIXED_LOGIN_RATE = 20.0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Command-line options; the defaults are what `make bench` runs."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds measured per row")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per row")
+    parser.add_argument("--connections", type=int, default=16, help="wrk connections")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument("--runs", type=int, default=1, help="runs; the table shows medians")
+    parser.add_argument(
+        "--gunicorn-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra gunicorn argument for service and ceiling alike (e.g. --gunicorn-arg=-w3)",
+    )
+    parser.add_argument("--output", type=Path, default=LAST_TABLE, help="where the table goes")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark, print the table and write it to bench/last.md."""
+    args = parse_args(argv)
+    # `kill` must clean up as Ctrl-C does: SystemExit unwinds every finally below.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    load = Load(args.duration, args.warmup, args.connections, args.threads)
+    loads_seen = [read_loadavg()]
+    runs = []
+    for number in range(1, args.runs + 1):
+        print(f"run {number} of {args.runs} (load {loads_seen[-1]})", flush=True)
+        runs.append(run_once(load, args.gunicorn_arg))
+        loads_seen.append(read_loadavg())
+        if args.runs > 1:
+            print(report.format_table(report.build_rows(runs[-1])), flush=True)
+    final = runs[0] if len(runs) == 1 else report.median_run(runs)
+    table = report.format_table(report.build_rows(final))
+    text = describe(args, load, loads_seen, len(runs)) + "\n" + table + "\n"
+    print(text)
+    args.output.write_text(text)
+    return 0
+
+
+def run_once(load: Load, gunicorn_args: list[str]) -> report.Run:
+    """Start everything, measure every row, stop everything (also on errors and Ctrl-C)."""
+    from store import EmbeddedServer  # the embedded extra is needed only here
+
+    with (
+        tempfile.TemporaryDirectory(prefix="tokenauth-bench-") as scratch,
+        contextlib.ExitStack() as cleanup,
+    ):
+        scratch = Path(scratch)
+        database = EmbeddedServer(scratch / "database")
+        cleanup.callback(database.stop)
+        env = service_env(database.start(), scratch / "service")
+        service = Gunicorn("service", env, scratch / "service.log", extra_args=gunicorn_args)
+        ceiling = Gunicorn(
+            "ceiling",
+            {**env, "TOKENAUTH_DATA_DIR": str(scratch / "ceiling")},
+            scratch / "ceiling.log",
+            app_uri="bench.ceiling:create_app()",
+            extra_args=gunicorn_args,
+        )
+        for server in (service, ceiling):
+            cleanup.callback(server.stop)
+            server.start()
+        try:
+            return measure(service, ceiling, seed(service.base, env), load)
+        except Exception:
+            for server in (service, ceiling):
+                print(f"--- last lines of the {server.name} log", file=sys.stderr)
+                print(server.log_tail(), file=sys.stderr)
+            raise
+
+
+def service_env(mongodb_uri: str, data_dir: Path) -> dict[str, str]:
+    """The environment of the service: the project's defaults but for database and data."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENAUTH_")}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.update(
+        TOKENAUTH_MONGODB_URI=mongodb_uri,
+        TOKENAUTH_DB_NAME=DB_NAME,
+        TOKENAUTH_DATA_DIR=str(data_dir),
+    )
+    return env
+
+
+def measure(service: Gunicorn, ceiling: Gunicorn, seeded: Seeded, load: Load) -> report.Run:
+    """Every row, each project row right beside its ceiling."""
+    bearer = f"Authorization: Bearer {seeded.user_token}"
+    check_same_bodies(service.base, ceiling.base, seeded)
+    results = {}
+    for name, path, ceiling_path in PAIRED_ROWS:
+        ceiling_url = ceiling.base + ceiling_path.format(user_id=seeded.user_id)
+        results[f"{name} ceiling"] = announce(name + " ceiling", run_wrk(ceiling_url, load))
+        results[name] = announce(name, run_wrk(service.base + path, load, headers=[bearer]))
+    hash_seconds = argon2_hash_seconds()
+    login_env = {"BENCH_LOGIN_BODY": seeded.login_body}
+    results["login"] = announce(
+        "login", run_wrk(f"{service.base}/auth/token", load, script=LOGIN_SCRIPT, env=login_env)
+    )
+    pacer = LoginPacer(service.base, seeded.login_body, rate=MIXED_LOGIN_RATE)
+    pacer.start()
+    try:
+        mixed = run_wrk(f"{service.base}/auth/verify", load, headers=[bearer])
+    finally:
+        pacer.stop()
+    results["mixed"] = announce("mixed", mixed)
+    print(f"  paced logins: {pacer.achieved_rate:.1f}/s, {pacer.failed} failed", flush=True)
+    return report.Run(
+        results=results,
+        hash_seconds=hash_seconds,
+        cores=os.cpu_count() or 1,
+        peak_rss_bytes=max(peak_rss_bytes(pid) for pid in service.worker_pids()),
+        paced_logins_per_second=pacer.achieved_rate,
+    )
+
+
+def announce(name: str, result: report.WrkResult) -> report.WrkResult:
+    """Print a row's figures as soon as they are known."""
+    print(
+        f"  {name:<16} {result.requests_per_second:9.1f} req/s  p50 {result.p50 * 1000:7.2f} ms"
+        f"  p99 {result.p99 * 1000:7.2f} ms  errors {result.errors}",
+        flush=True,
+    )
+    return result
+
+
+def check_same_bodies(service_base: str, ceiling_base: str, seeded: Seeded) -> None:
+    """The ceiling must answer the very bodies the service does, or the ratios mean nothing."""
+    pairs = (("/users/me", f"/users/{seeded.user_id}"), ("/persons?limit=50", "/persons?limit=50"))
+    for path, ceiling_path in pairs:
+        ours = get_json(service_base + path, seeded.user_token)
+        theirs = get_json(ceiling_base + ceiling_path)
+        if ours != theirs:
+            raise RuntimeError(f"bench/ceiling.py no longer answers {path} as the service does")
+
+
+def get_json(url: str, token: str | None = None) -> object:
+    """GET a JSON body."""
+    request = urllib.request.Request(url)  # noqa: S310 - loopback URLs we built
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+        return json.loads(answer.read())
+
+
+def argon2_hash_seconds(samples: int = 15) -> float:
+    """The median time of one argon2id verification at the service's parameters."""
+    from passwords import PasswordHasher
+
+    hasher = PasswordHasher()
+    password_hash = hasher.hash(PASSWORD)
+    times = []
+    for _ in range(samples + 2):
+        began = time.perf_counter()
+        hasher.verify(password_hash, PASSWORD)
+        times.append(time.perf_counter() - began)
+    return statistics.median(times[2:])  # the first two warm the allocator
+
+
+# -- the record of the run --------------------------------------------------------------
+def read_loadavg() -> str:
+    """The 1, 5 and 15 minute load averages."""
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def gunicorn_settings(extra_args: list[str]) -> str:
+    """worker_class, workers and threads as gunicorn.conf.py sets them."""
+    settings = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    text = ", ".join(f"{key}={settings[key]}" for key in ("worker_class", "workers", "threads"))
+    return text + (f" (overridden by {' '.join(extra_args)})" if extra_args else "")
+
+
+def versions() -> str:
+    """Python, the packages that matter, and wrk."""
+    found = []
+    for package in PACKAGES:
+        try:
+            found.append(f"{package} {importlib.metadata.version(package)}")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
+    wrk_version = (wrk.stdout or wrk.stderr).split(" [")[0].strip()
+    return f"Python {platform.python_version()}, {', '.join(found)}, {wrk_version}"
+
+
+def describe(args: argparse.Namespace, load: Load, loads: list[str], runs: int) -> str:
+    """The lines above the table: when, where, how and under what load."""
+    command = "python -m bench" + "".join(f" {a}" for a in sys.argv[1:])
+    runs_text = f"median of {runs} runs" if runs > 1 else "1 run"
+    return "\n".join(
+        [
+            f"# make bench, {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
+            "",
+            f"- command: `{command}`; {runs_text}",
+            f"- machine: {os.cpu_count()} cores, {platform.machine()}, {versions()}",
+            f"- gunicorn: {gunicorn_settings(args.gunicorn_arg)}",
+            f"- load: wrk {load.threads} threads, {load.connections} connections, "
+            f"{load.warmup:g} s warm-up + {load.duration:g} s per row",
+            f"- machine load (1/5/15 min) before and after each run: {' | '.join(loads)}",
+            "",
+        ]
+    )

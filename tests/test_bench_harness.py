@@ -1,0 +1,158 @@
+"""The benchmark's own arithmetic: wrk output, ratios and goals (no timing is asserted)."""
+
+import pytest
+
+from bench import report
+
+WRK_OUTPUT = """\
+Running 8s test @ http://127.0.0.1:40123/auth/verify
+  2 threads and 16 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     3.21ms    1.02ms  20.11ms   85.00%
+    Req/Sec     2.51k   210.33     2.90k    70.00%
+  Latency Distribution
+     50%  812.00us
+     75%    3.50ms
+     90%    4.20ms
+     99%    1.02s
+  40123 requests in 8.00s, 5.12MB read
+  Socket errors: connect 0, read 1, write 0, timeout 2
+  Non-2xx or 3xx responses: 3
+Requests/sec:   5015.37
+Transfer/sec:    640.11KB
+"""
+
+
+def test_parses_wrk_latency_output():
+    result = report.parse_wrk(WRK_OUTPUT)
+    assert result.requests == 40123
+    assert result.duration == pytest.approx(8.0)
+    assert result.requests_per_second == pytest.approx(5015.37)
+    assert result.p50 == pytest.approx(812e-6)
+    assert result.p99 == pytest.approx(1.02)
+    assert result.thread_requests_per_second == pytest.approx(2510)
+    assert result.errors == 6
+
+
+def test_output_without_errors_counts_none():
+    clean = WRK_OUTPUT.replace("  Socket errors: connect 0, read 1, write 0, timeout 2\n", "")
+    clean = clean.replace("  Non-2xx or 3xx responses: 3\n", "")
+    assert report.parse_wrk(clean).errors == 0
+
+
+def test_output_without_latency_distribution_is_refused():
+    without = WRK_OUTPUT.split("  Latency Distribution")[0]
+    with pytest.raises(report.WrkOutputError):
+        report.parse_wrk(without)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("812.00us", 812e-6), ("3.21ms", 3.21e-3), ("1.02s", 1.02), ("2.00m", 120.0)],
+)
+def test_durations_in_every_unit(text, expected):
+    assert report.seconds(text) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [("812", 812), ("2.51k", 2510), ("1.20M", 1.2e6), ("3G", 3e9)]
+)
+def test_counts_with_suffixes(text, expected):
+    assert report.count(text) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("text", ["", "3.21", "ms", "1.0x"])
+def test_unknown_units_are_refused(text):
+    with pytest.raises(report.WrkOutputError):
+        report.seconds(text)
+
+
+def test_ratio_and_no_ceiling():
+    assert report.ratio(800, 1000) == pytest.approx(0.8)
+    assert report.ratio(800, 0) == 0.0
+
+
+def test_goals_met_and_not():
+    at_least = report.Goal(min_ratio=0.80)
+    assert report.is_met(at_least, ratio=0.80)
+    assert not report.is_met(at_least, ratio=0.79)
+    mixed = report.Goal(min_ratio=0.50, max_p99=0.050)
+    assert report.is_met(mixed, ratio=0.6, p99=0.049)
+    assert not report.is_met(mixed, ratio=0.6, p99=0.051)
+    assert not report.is_met(mixed, ratio=0.4, p99=0.010)
+    memory = report.Goal(max_bytes=100 * report.MIB)
+    assert report.is_met(memory, peak_bytes=99 * report.MIB)
+    assert not report.is_met(memory, peak_bytes=101 * report.MIB)
+    assert not report.is_met(report.Goal())
+
+
+def _result(rate: float, p99: float = 0.010, errors: int = 0) -> report.WrkResult:
+    return report.WrkResult(
+        requests=int(rate * 8),
+        duration=8.0,
+        requests_per_second=rate,
+        p50=p99 / 4,
+        p99=p99,
+        thread_requests_per_second=rate / 2,
+        errors=errors,
+    )
+
+
+def _run(verify: float = 900.0, mixed_p99: float = 0.040, rss_mib: int = 80) -> report.Run:
+    return report.Run(
+        results={
+            "verify": _result(verify),
+            "verify ceiling": _result(1000.0),
+            "me": _result(850.0),
+            "me ceiling": _result(1000.0),
+            "page": _result(80.0, errors=5),
+            "page ceiling": _result(100.0),
+            "login": _result(60.0),
+            "mixed": _result(verify * 0.6, p99=mixed_p99),
+        },
+        hash_seconds=0.025,
+        cores=2,
+        peak_rss_bytes=rss_mib * report.MIB,
+        paced_logins_per_second=20.0,
+    )
+
+
+def test_rows_judge_each_goal():
+    rows = {row.name: row for row in report.build_rows(_run())}
+    assert rows["verify"].ratio == pytest.approx(0.9) and rows["verify"].met
+    assert rows["me"].met
+    assert rows["page"].ratio == pytest.approx(0.8) and not rows["page"].met
+    assert "5 errors" in rows["page"].note
+    assert rows["login ceiling"].requests_per_second == pytest.approx(80.0)
+    assert rows["login"].ratio == pytest.approx(0.75) and not rows["login"].met
+    assert rows["mixed"].ratio == pytest.approx(0.6) and rows["mixed"].met
+    assert rows["memory"].met and rows["memory"].value == "80.0 MiB"
+    assert rows["verify ceiling"].met is None
+
+
+def test_rows_with_errors_are_not_met():
+    run = _run()
+    run.results["verify"] = _result(2000.0, errors=1000)
+    rows = {row.name: row for row in report.build_rows(run)}
+    assert not rows["verify"].met
+
+
+def test_slow_mixed_and_large_memory_are_not_met():
+    rows = {row.name: row for row in report.build_rows(_run(mixed_p99=0.060, rss_mib=120))}
+    assert not rows["mixed"].met
+    assert not rows["memory"].met
+
+
+def test_median_run_takes_each_figure_in_the_middle():
+    runs = [_run(verify=v, rss_mib=m) for v, m in ((900, 90), (700, 70), (800, 110))]
+    middle = report.median_run(runs)
+    assert middle.results["verify"].requests_per_second == 800
+    assert middle.peak_rss_bytes == 90 * report.MIB
+
+
+def test_table_has_one_line_per_row_and_the_verdicts():
+    table = report.format_table(report.build_rows(_run()))
+    lines = table.splitlines()
+    assert lines[0].startswith("| row | requests/s | p50 | p99 | ratio to ceiling | goal | met")
+    assert len(lines) == 2 + 10
+    assert "| NOT met |" in table and "| met |" in table
