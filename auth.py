@@ -166,7 +166,12 @@ class AccessTokens:
                 audience=self.audience,
                 issuer=self.issuer,
                 leeway=CLOCK_SKEW,
-                options={"require": list(REQUIRED_CLAIMS), "verify_exp": False},
+                # exp and iat are checked below against our clock, not PyJWT's wall clock.
+                options={
+                    "require": list(REQUIRED_CLAIMS),
+                    "verify_exp": False,
+                    "verify_iat": False,
+                },
             )
         except jwt.InvalidAudienceError:
             raise InvalidToken("The access token is meant for another audience") from None
