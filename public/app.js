@@ -275,11 +275,16 @@
     };
   }
 
-  // Keeps a button disabled for Retry-After seconds, so a person does not hammer a throttled route.
-  function holdOff(button, seconds) {
+  // Keeps a button disabled for Retry-After seconds, so a person does not hammer a throttled
+  // route; the login throttle counts per username, so typing another name lifts the wait.
+  function holdOff(button, seconds, liftOn = null) {
     if (!seconds) return;
     button.disabled = true;
-    window.setTimeout(() => { button.disabled = false; }, Math.min(seconds, 3600) * 1000);
+    const lift = () => { button.disabled = false; };
+    const timer = window.setTimeout(lift, Math.min(seconds, 3600) * 1000);
+    if (liftOn) {
+      liftOn.addEventListener('input', () => { window.clearTimeout(timer); lift(); }, { once: true });
+    }
   }
 
   /* ---------- forms ---------- */
@@ -363,7 +368,7 @@
       } else {
         reportFormError(form, err, { fallbackField: 'username' });
       }
-      if (err.status === 429) holdOff(submit, err.retryAfter);
+      if (err.status === 429) holdOff(submit, err.retryAfter, form.elements.username);
     }
   }
 
