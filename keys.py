@@ -73,11 +73,14 @@ class KeyRing:
         """Read every key of our algorithm; make the first one when there is none."""
         try:
             self.keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            if create and not self._list():
-                with self._locked():
-                    if not self._list():
-                        self._write_new_key()
             self._reload(self._list())
+            # Keys of another algorithm (a .pem of EdDSA under ES256) do not count as ours.
+            if create and not self._keys:
+                with self._locked():
+                    self._reload(self._list())
+                    if not self._keys:
+                        self._write_new_key()
+                        self._reload(self._list())
         except OSError as exc:
             raise ConfigError(
                 "TOKENAUTH_KEYS_DIR", f"cannot use {self.keys_dir}: {exc.strerror}"
