@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import io
+import ipaddress
 import json
 import logging
+import urllib.parse
 from http import HTTPStatus
 from typing import Any
 
@@ -18,6 +21,8 @@ import store as store_module
 log = logging.getLogger("tokenauth")
 
 MAX_BODY = 64 * 1024
+# Deeper bodies are refused as malformed (RFC 8259 §9 lets a parser limit nesting).
+MAX_NESTING = 32
 RETRY_AFTER_UNAVAILABLE = "5"
 OAUTH_PATHS = frozenset({"/auth/token", "/auth/revoke", "/auth/introspect"})
 JSON = "application/json"
@@ -89,8 +94,10 @@ def handle_unavailable(req, resp, error: store_module.Unavailable, params) -> No
 
 
 def handle_conflict(req, resp, error: store_module.Conflict, params) -> None:
-    """A unique field is taken: 409."""
-    raise falcon.HTTPConflict(description=f"That {error.field} is already taken")
+    """A unique field is taken: 409, naming the field as a 422 would."""
+    conflict = falcon.HTTPConflict(description=f"That {error.field} is already taken")
+    conflict.errors = [{"field": error.field, "message": "is already taken"}]
+    raise conflict
 
 
 def handle_invalid_body(req, resp, error: openapi.InvalidBody, params) -> None:
@@ -133,10 +140,12 @@ class BodyLimit:
             if length > MAX_BODY:
                 raise falcon.HTTPContentTooLarge(description=f"The body is over {MAX_BODY} bytes")
         elif req.get_header("Transfer-Encoding"):
-            data = req.bounded_stream.read(MAX_BODY + 1)
+            # The raw stream: bounded_stream, with no Content-Length, would read nothing.
+            data = req.stream.read(MAX_BODY + 1)
             if len(data) > MAX_BODY:
                 raise falcon.HTTPContentTooLarge(description=f"The body is over {MAX_BODY} bytes")
-            req.stream = io.BytesIO(data)
+            # bounded_stream (which get_media reads) wraps env["wsgi.input"], not req.stream.
+            req.stream = req.env["wsgi.input"] = io.BytesIO(data)
             req.env["CONTENT_LENGTH"] = str(len(data))
 
 
@@ -162,15 +171,47 @@ def read_body(req: falcon.Request, schema_name: str, *, form: bool = False) -> d
         raise falcon.HTTPUnsupportedMediaType(
             description=f"Send the body as {' or '.join(allowed)}"
         )
-    try:
-        body = req.get_media()
-    except falcon.MediaNotFoundError:
-        raise falcon.HTTPBadRequest(description="The request has no body") from None
-    except falcon.MediaMalformedError:
-        raise falcon.HTTPBadRequest(
-            description="The body is not valid, UTF-8 encoded JSON"
-        ) from None
+    if media_type == FORM:
+        body = _form_fields(req)
+    else:
+        try:
+            body = req.get_media()
+        except falcon.MediaNotFoundError:
+            raise falcon.HTTPBadRequest(description="The request has no body") from None
+        except (falcon.MediaMalformedError, RecursionError):
+            raise falcon.HTTPBadRequest(
+                description="The body is not valid, UTF-8 encoded JSON"
+            ) from None
+    if _nesting_depth(body) > MAX_NESTING:
+        raise falcon.HTTPBadRequest(description=f"The body nests deeper than {MAX_NESTING} levels")
     return openapi.validate(body, schema_name)
+
+
+def _form_fields(req: falcon.Request) -> dict[str, Any]:
+    # Strict, unlike Falcon's form handler: a %FF taken as U+FFFD would change a password.
+    try:
+        pairs = urllib.parse.parse_qsl(
+            req.bounded_stream.read().decode("ascii"), keep_blank_values=True, errors="strict"
+        )
+    except UnicodeDecodeError:
+        raise falcon.HTTPBadRequest(description="The form is not valid, UTF-8 encoded") from None
+    fields: dict[str, list[str]] = {}
+    for name, value in pairs:
+        fields.setdefault(name, []).append(value)
+    # A repeated field stays a list, which its schema then refuses by type.
+    return {name: values[0] if len(values) == 1 else values for name, values in fields.items()}
+
+
+def _nesting_depth(value: Any) -> int:
+    # Counted without recursion: a body nested a thousand deep must not raise RecursionError.
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            children = item.values() if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def page_params(req: falcon.Request) -> tuple[int, str | None]:
@@ -216,6 +257,44 @@ def public_person(person: dict[str, Any]) -> dict[str, Any]:
         "created_at": rfc3339(person["created_at"]),
         "updated_at": rfc3339(person["updated_at"]),
     }
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@functools.cache
+def _networks(trusted_proxies: tuple[str, ...]) -> tuple[IPNetwork, ...]:
+    return tuple(ipaddress.ip_network(proxy, strict=False) for proxy in trusted_proxies)
+
+
+def _address(text: str) -> IPAddress | None:
+    try:
+        address = ipaddress.ip_address(text.strip())
+    except ValueError:
+        return None
+    # One client, one key: ::ffff:192.0.2.1 is 192.0.2.1.
+    mapped = getattr(address, "ipv4_mapped", None)
+    return mapped or address
+
+
+def client_address(req: falcon.Request, trusted_proxies: tuple[str, ...]) -> str:
+    """The client's address: the peer, or behind trusted proxies the right-most untrusted hop."""
+    peer = _address(req.remote_addr)
+    networks = _networks(trusted_proxies)
+    if peer is None:
+        return req.remote_addr  # not an IP peer (a Unix socket): nothing better to say
+    client = peer
+    # Each trusted proxy appends the address it saw; anything left of that is hearsay.
+    hops = (req.get_header("X-Forwarded-For") or "").split(",")
+    for hop in reversed(hops):
+        if not any(client in network for network in networks):
+            break
+        forwarded = _address(hop)
+        if forwarded is None:
+            break
+        client = forwarded
+    return str(client)
 
 
 def no_store(resp: falcon.Response) -> None:
