@@ -381,28 +381,36 @@ class LoginThrottle:
             (f"login:address:{address}", self.address_limit, self.window),
         ]
 
-    def check(self, username_key: str, address: str) -> None:
-        """Raise Throttled while any limit on this attempt is reached."""
+    def attempt(self, username_key: str, address: str) -> None:
+        """Count this attempt as a failure in advance; Throttled when any limit is reached."""
+        # Counted before the password is checked, in one atomic write per limit, so that
+        # concurrent attempts cannot all slip in under the limit.
         now = self.clock()
         limits = self._limits(username_key, address)
+        taken = []
+        for key, limit, window in limits:
+            if not self.store.take(key, now=now, window=window, limit=limit):
+                for earlier in taken:
+                    self.store.give_back(earlier)
+                raise Throttled(self._retry_after(limits, now))
+            taken.append(key)
+
+    def _retry_after(self, limits: list[tuple[str, int, int]], now: dt.datetime) -> int:
         counts = self.store.counters([key for key, _, _ in limits], now=now)
         waits = [
             counts[key][1] - now
             for key, limit, _ in limits
             if key in counts and counts[key][0] >= limit
         ]
-        if waits:
-            raise Throttled(max(1, int(max(waits).total_seconds() + 0.999)))
-
-    def failed(self, username_key: str, address: str) -> None:
-        """Count a failed attempt against every limit."""
-        now = self.clock()
-        for key, _, window in self._limits(username_key, address):
-            self.store.increment(key, now=now, window=window)
+        longest = max(waits, default=dt.timedelta(seconds=1))
+        return max(1, int(longest.total_seconds() + 0.999))
 
     def succeeded(self, username_key: str, address: str) -> None:
-        """A right password clears the pair's count (not the account's or the address's)."""
-        self.store.reset_counter(self._limits(username_key, address)[0][0])
+        """The attempt was no failure; a right password also clears the pair's count."""
+        pair, account, spraying = (key for key, _, _ in self._limits(username_key, address))
+        self.store.reset_counter(pair)
+        self.store.give_back(account)
+        self.store.give_back(spraying)
 
 
 class RegistrationThrottle:
@@ -425,10 +433,10 @@ class RegistrationThrottle:
         """Count this registration attempt; Throttled once the limit is passed."""
         now = self.clock()
         key = f"register:address:{address}"
-        count, expires_at = self.store.counter(key, now=now)
-        if count >= self.limit:
-            raise Throttled(max(1, int((expires_at - now).total_seconds() + 0.999)))
-        self.store.increment(key, now=now, window=self.window)
+        if not self.store.take(key, now=now, window=self.window, limit=self.limit):
+            _, expires_at = self.store.counter(key, now=now)
+            wait = (expires_at - now).total_seconds() if expires_at else 1
+            raise Throttled(max(1, int(wait + 0.999)))
 
 
 # -- accounts ---------------------------------------------------------------------------
@@ -477,11 +485,10 @@ class Accounts:
             _, key = normalize_username(username)
         except InvalidField:
             key = unicodedata.normalize("NFKC", username.casefold())
-        self.throttle.check(key, address)
+        self.throttle.attempt(key, address)
         user = self.store.find_user_by_name(key)
         # Unknown users are verified against a dummy hash: same answer, same time.
         if not self.hasher.verify(user and user["password_hash"], password) or user is None:
-            self.throttle.failed(key, address)
             log_event("login_failed", address=address, user_id=user and user["id"])
             raise InvalidGrant("The username or password is incorrect")
         self.throttle.succeeded(key, address)

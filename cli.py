@@ -33,8 +33,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         config = Config.from_env()
+        # Keys are checked for every command, so a broken key shows before the service starts.
+        ring = KeyRing(config.keys_dir, config.signing_alg, access_ttl=config.access_ttl).load()
         if args.command == "rotate-key":
-            ring = KeyRing(config.keys_dir, config.signing_alg, access_ttl=config.access_ttl).load()
             kid = ring.rotate()
             print(f"new signing key {kid}; older keys verify until their tokens expire")
             return 0

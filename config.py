@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -38,6 +39,9 @@ class Config:
     login_max_failures: int = 5
     login_window: int = 900
     password_min_length: int = 15
+    registration_limit: int = 20
+    # Proxies (addresses or networks) whose X-Forwarded-For names the client.
+    trusted_proxies: tuple[str, ...] = ()
     # Not in the environment: how long a request waits for MongoDB before answering 503.
     db_timeout_ms: int = 2000
     # Not in the environment: how often each worker polls revocations and keys.
@@ -56,6 +60,14 @@ class Config:
         _require_range("TOKENAUTH_LOGIN_MAX_FAILURES", self.login_max_failures, 1, 1000)
         _require_range("TOKENAUTH_LOGIN_WINDOW", self.login_window, 1, 86_400)
         _require_range("TOKENAUTH_PASSWORD_MIN_LENGTH", self.password_min_length, 8, 64)
+        _require_range("TOKENAUTH_REGISTRATION_LIMIT", self.registration_limit, 1, 1_000_000)
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ConfigError(
+                    "TOKENAUTH_TRUSTED_PROXIES", f"not an IP address or network: {proxy!r}"
+                ) from None
         if not self.db_name or any(c in self.db_name for c in '/\\. "$'):
             raise ConfigError("TOKENAUTH_DB_NAME", f"not a valid database name: {self.db_name!r}")
         for origin in self.cors_origins:
@@ -96,7 +108,11 @@ class Config:
             "login_max_failures": integer("LOGIN_MAX_FAILURES"),
             "login_window": integer("LOGIN_WINDOW"),
             "password_min_length": integer("PASSWORD_MIN_LENGTH"),
+            "registration_limit": integer("REGISTRATION_LIMIT"),
         }
+        proxies = text("TRUSTED_PROXIES")
+        if proxies:
+            values["trusted_proxies"] = tuple(p.strip() for p in proxies.split(",") if p.strip())
         origins = text("CORS_ORIGINS")
         if origins:
             values["cors_origins"] = tuple(

@@ -8,6 +8,8 @@ from keys import KeyRing
 
 try:
     _config = Config.from_env()
+    # Checked (the first key made) here, before gunicorn logs a line: a bad key is one line.
+    KeyRing(_config.keys_dir, _config.signing_alg, access_ttl=_config.access_ttl).load()
 except ConfigError as _error:
     print(f"tokenauth: {_error}", file=sys.stderr)
     sys.exit(2)
@@ -35,13 +37,8 @@ _embedded = None
 
 
 def on_starting(server):
-    """Before workers fork: check the keys (making the first one) and start the embedded DB."""
+    """Before workers fork: start the embedded DB when no MongoDB is configured."""
     global _embedded
-    try:
-        KeyRing(_config.keys_dir, _config.signing_alg, access_ttl=_config.access_ttl).load()
-    except ConfigError as error:
-        print(f"tokenauth: {error}", file=sys.stderr)
-        sys.exit(2)
     if _config.mongodb_uri is None:
         from store import EmbeddedServer
 

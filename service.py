@@ -20,6 +20,7 @@ from web import (
     BodyLimit,
     OAuthError,
     SecurityHeaders,
+    client_address,
     handle_conflict,
     handle_invalid_body,
     handle_invalid_field,
@@ -58,6 +59,10 @@ class Components:
     refresher: auth.BackgroundRefresher
     clock: auth.Clock
 
+    def client_address(self, req: falcon.Request) -> str:
+        """The address throttles and logs name the caller by (see web.client_address)."""
+        return client_address(req, self.config.trusted_proxies)
+
 
 class Users:
     """POST /users registers (public); GET /users pages users (admin)."""
@@ -70,9 +75,10 @@ class Users:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Register a user."""
         body = read_body(req, "Registration", form=True)
-        self.c.registrations.check_and_count(req.remote_addr)
+        address = self.c.client_address(req)
+        self.c.registrations.check_and_count(address)
         user = self.c.accounts.register(body["username"], body["password"])
-        auth.log_event("user_registered", user_id=user["id"], address=req.remote_addr)
+        auth.log_event("user_registered", user_id=user["id"], address=address)
         resp.status = falcon.HTTP_201
         resp.location = "/users/me"
         resp.media = public_user(user)
@@ -117,7 +123,7 @@ class Password:
             "password_changed",
             user_id=claims["sub"],
             sid=claims["sid"],
-            address=req.remote_addr,
+            address=self.c.client_address(req),
             sessions_revoked=len(revoked),
         )
         resp.status = falcon.HTTP_204
@@ -185,7 +191,7 @@ class Tokens:
 
     def _password_grant(self, req: falcon.Request, params: dict[str, Any]):
         username, password = self._require(params, "username", "password")
-        address = req.remote_addr
+        address = self.c.client_address(req)
         try:
             user = self.c.accounts.authenticate(username, password, address=address)
         except auth.Throttled as exc:
@@ -203,7 +209,10 @@ class Tokens:
             self.c.sessions.revoke(session["_id"])
             raise auth.InvalidGrant("The user of this session no longer exists")
         auth.log_event(
-            "token_refreshed", user_id=user["id"], sid=session["_id"], address=req.remote_addr
+            "token_refreshed",
+            user_id=user["id"],
+            sid=session["_id"],
+            address=self.c.client_address(req),
         )
         return user, session["_id"], refresh_token
 
@@ -226,7 +235,7 @@ class Revocation:
                 "session_revoked",
                 sid=session["_id"],
                 user_id=session["user_id"],
-                address=req.remote_addr,
+                address=self.c.client_address(req),
             )
         else:
             try:
@@ -239,7 +248,7 @@ class Revocation:
                     "access_token_revoked",
                     sid=claims["sid"],
                     user_id=claims["sub"],
-                    address=req.remote_addr,
+                    address=self.c.client_address(req),
                 )
         no_store(resp)
         resp.status = falcon.HTTP_200
@@ -277,7 +286,9 @@ class Logout:
         """End the caller's session."""
         claims = req.context.claims
         self.c.sessions.revoke(claims["sid"])
-        auth.log_event("logout", user_id=claims["sub"], sid=claims["sid"], address=req.remote_addr)
+        auth.log_event(
+            "logout", user_id=claims["sub"], sid=claims["sid"], address=self.c.client_address(req)
+        )
         resp.status = falcon.HTTP_204
 
 
@@ -557,7 +568,9 @@ def build_components(
             password_min_length=config.password_min_length,
             clock=clock,
         ),
-        registrations=auth.RegistrationThrottle(store, clock=clock),
+        registrations=auth.RegistrationThrottle(
+            store, limit=config.registration_limit, clock=clock
+        ),
         refresher=refresher,
         clock=clock,
     )

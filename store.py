@@ -243,9 +243,14 @@ class Store:
     @_translated
     def use_refresh_token(self, token_hash: str) -> dict[str, Any] | None:
         """Atomically mark a refresh token used; the token as it was before, or None."""
-        return self.refresh_tokens.find_one_and_update(
-            {"_id": token_hash}, {"$set": {"used": True}}, return_document=ReturnDocument.BEFORE
+        # The filter names used=False so that only one of concurrent callers can match:
+        # servers that re-check the filter at write time (the embedded one) stay atomic too.
+        fresh = self.refresh_tokens.find_one_and_update(
+            {"_id": token_hash, "used": False},
+            {"$set": {"used": True}},
+            return_document=ReturnDocument.BEFORE,
         )
+        return fresh if fresh is not None else self.refresh_tokens.find_one({"_id": token_hash})
 
     @_translated
     def find_refresh_token(self, token_hash: str) -> dict[str, Any] | None:
@@ -328,6 +333,31 @@ class Store:
             except mongo_errors.DuplicateKeyError:
                 continue  # two first events raced on the upsert; the retry increments
         raise Unavailable("throttle counter contention")
+
+    @_translated
+    def take(self, key: str, *, now: dt.datetime, window: int, limit: int) -> bool:
+        """Atomically count one more event under `key` unless `limit` is reached; False then."""
+        expires_at = now + dt.timedelta(seconds=window)
+        self.throttle.delete_one({"_id": key, "expires_at": {"$lte": now}})
+        for _ in range(3):
+            try:
+                # Count and limit in one write: concurrent attempts can never pass the limit.
+                self.throttle.update_one(
+                    {"_id": key, "count": {"$lt": limit}},
+                    {"$inc": {"count": 1}, "$setOnInsert": {"expires_at": expires_at}},
+                    upsert=True,
+                )
+                return True
+            except mongo_errors.DuplicateKeyError:
+                # The key exists at its limit, or two first events raced on the upsert.
+                if self.throttle.count_documents({"_id": key, "count": {"$gte": limit}}):
+                    return False
+        raise Unavailable("throttle counter contention")
+
+    @_translated
+    def give_back(self, key: str) -> None:
+        """Uncount one event taken under `key` (an attempt that turned out not to count)."""
+        self.throttle.update_one({"_id": key, "count": {"$gt": 0}}, {"$inc": {"count": -1}})
 
     @_translated
     def reset_counter(self, key: str) -> None:

@@ -1,0 +1,212 @@
+"""Configuration mistakes stop start-up with one line naming the variable, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+from helpers import BIN, PASSWORD, ROOT, free_port, service_env
+
+from config import Config, ConfigError
+from keys import MIN_HMAC_SECRET
+from service import create_app
+
+# A real process that starts when it should have refused is killed after this long.
+PROCESS_TIMEOUT = 30
+
+
+def config_error(environ: dict[str, str]) -> ConfigError:
+    """The ConfigError Config.from_env raises for these variables."""
+    with pytest.raises(ConfigError) as raised:
+        Config.from_env(environ)
+    return raised.value
+
+
+def assert_names(error: ConfigError, variable: str) -> None:
+    """The error names the variable, first thing in its message."""
+    assert error.variable == variable
+    assert str(error).startswith(f"{variable}: ")
+
+
+# -- Config.from_env --------------------------------------------------------------------
+def test_defaults_are_the_contract_defaults():
+    config = Config.from_env({})
+    assert config.mongodb_uri is None
+    assert config.db_name == "tokenauth"
+    assert config.data_dir == Path("var")
+    assert config.keys_dir == Path("var") / "keys"
+    assert config.bind == "127.0.0.1:8000"
+    assert config.issuer == "http://127.0.0.1:8000"
+    assert config.audience == "tokenauth"
+    assert config.signing_alg == "EdDSA"
+    assert config.access_ttl == 900
+    assert config.refresh_ttl == 1_209_600
+    assert config.cors_origins == ()
+    assert config.login_max_failures == 5
+    assert config.login_window == 900
+    assert config.password_min_length == 15
+
+
+def test_keys_dir_follows_the_data_dir():
+    assert Config.from_env({"TOKENAUTH_DATA_DIR": "/srv/ta"}).keys_dir == Path("/srv/ta/keys")
+
+
+@pytest.mark.parametrize("value", ["XYZ", "eddsa", "none", "HS512"])
+def test_unknown_signing_alg_names_the_variable(value):
+    error = config_error({"TOKENAUTH_SIGNING_ALG": value})
+    assert_names(error, "TOKENAUTH_SIGNING_ALG")
+    assert repr(value) in str(error)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["ACCESS_TTL", "REFRESH_TTL", "LOGIN_MAX_FAILURES", "LOGIN_WINDOW", "PASSWORD_MIN_LENGTH"],
+)
+@pytest.mark.parametrize("value", ["15m", "1.5", "ten", "0x10"])
+def test_non_integer_names_the_variable(name, value):
+    error = config_error({f"TOKENAUTH_{name}": value})
+    assert_names(error, f"TOKENAUTH_{name}")
+    assert "not an integer" in str(error)
+
+
+@pytest.mark.parametrize("value", ["0", "-900", "86401"])
+def test_access_ttl_out_of_range_names_the_variable(value):
+    assert_names(config_error({"TOKENAUTH_ACCESS_TTL": value}), "TOKENAUTH_ACCESS_TTL")
+
+
+@pytest.mark.parametrize("value", ["7", "65", "0", "-15"])
+def test_password_min_length_out_of_range_names_the_variable(value):
+    error = config_error({"TOKENAUTH_PASSWORD_MIN_LENGTH": value})
+    assert_names(error, "TOKENAUTH_PASSWORD_MIN_LENGTH")
+    assert "between 8 and 64" in str(error)
+
+
+@pytest.mark.parametrize("value", ["8", "64"])
+def test_password_min_length_bounds_are_accepted(value):
+    config = Config.from_env({"TOKENAUTH_PASSWORD_MIN_LENGTH": value})
+    assert config.password_min_length == int(value)
+
+
+def test_database_name_with_a_dot_names_the_variable():
+    assert_names(config_error({"TOKENAUTH_DB_NAME": "a.b"}), "TOKENAUTH_DB_NAME")
+
+
+def test_cors_origin_without_scheme_names_the_variable():
+    error = config_error({"TOKENAUTH_CORS_ORIGINS": "https://ok.example, app.example"})
+    assert_names(error, "TOKENAUTH_CORS_ORIGINS")
+
+
+# -- keys, checked when the app is built ------------------------------------------------
+def write_corrupt_key(keys_dir: Path) -> None:
+    """A .pem that is no private key."""
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    (keys_dir / "20250101T000000Z-broken.pem").write_text("-----BEGIN PRIVATE KEY-----\nxx\n")
+
+
+def keys_error(config: Config) -> ConfigError:
+    """The ConfigError building the app raises."""
+    with pytest.raises(ConfigError) as raised:
+        create_app(config, start_background=False)
+    return raised.value
+
+
+def test_corrupt_key_file_names_the_keys_dir(make_config, tmp_path):
+    write_corrupt_key(tmp_path / "keys")
+    config = Config.from_env(
+        {
+            "TOKENAUTH_MONGODB_URI": make_config().mongodb_uri,
+            "TOKENAUTH_KEYS_DIR": str(tmp_path / "keys"),
+        }
+    )
+    error = keys_error(config)
+    assert_names(error, "TOKENAUTH_KEYS_DIR")
+    assert "20250101T000000Z-broken.pem" in str(error)
+
+
+def test_key_file_that_cannot_be_read_names_the_keys_dir(make_config, tmp_path):
+    # A directory where a key file should be: reading it fails like an unreadable file.
+    (tmp_path / "keys" / "20250101T000000Z-dir.pem").mkdir(parents=True)
+    assert_names(keys_error(make_config()), "TOKENAUTH_KEYS_DIR")
+
+
+def test_keys_dir_that_is_a_file_names_the_keys_dir(make_config, tmp_path):
+    (tmp_path / "keys").write_text("not a directory")
+    assert_names(keys_error(make_config()), "TOKENAUTH_KEYS_DIR")
+
+
+# -- the real processes -----------------------------------------------------------------
+def bad_environments(tmp_path: Path) -> dict[str, tuple[dict[str, str], str]]:
+    """Name -> (TOKENAUTH_* variables with one mistake, the variable to be named)."""
+    corrupt = tmp_path / "corrupt-keys"
+    write_corrupt_key(corrupt)
+    short = tmp_path / "short-keys"
+    short.mkdir()
+    (short / "short.secret").write_bytes(b"k" * (MIN_HMAC_SECRET - 1))
+    return {
+        "unknown-alg": ({"TOKENAUTH_SIGNING_ALG": "XYZ"}, "TOKENAUTH_SIGNING_ALG"),
+        "non-integer-ttl": ({"TOKENAUTH_ACCESS_TTL": "15m"}, "TOKENAUTH_ACCESS_TTL"),
+        "min-length": ({"TOKENAUTH_PASSWORD_MIN_LENGTH": "7"}, "TOKENAUTH_PASSWORD_MIN_LENGTH"),
+        "corrupt-key": ({"TOKENAUTH_KEYS_DIR": str(corrupt)}, "TOKENAUTH_KEYS_DIR"),
+        "short-secret": (
+            {"TOKENAUTH_KEYS_DIR": str(short), "TOKENAUTH_SIGNING_ALG": "HS256"},
+            "TOKENAUTH_KEYS_DIR",
+        ),
+    }
+
+
+MISTAKES = ["unknown-alg", "non-integer-ttl", "min-length", "corrupt-key", "short-secret"]
+
+
+def run(
+    command: list[str], environ: dict[str, str], stdin: str = ""
+) -> subprocess.CompletedProcess:
+    """Run a command of the project as an operator would, bounded in time."""
+    return subprocess.run(
+        command,
+        cwd=ROOT,
+        env=service_env(**environ),
+        input=stdin.encode(),
+        capture_output=True,
+        timeout=PROCESS_TIMEOUT,
+        check=False,
+    )
+
+
+def assert_one_line_naming(result: subprocess.CompletedProcess, variable: str) -> None:
+    """Exactly one line on stderr, naming the variable; no traceback anywhere."""
+    stderr = result.stderr.decode()
+    output = stderr + result.stdout.decode()
+    assert "Traceback" not in output, output
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith(f"tokenauth: {variable}: "), stderr
+
+
+@pytest.mark.parametrize("mistake", MISTAKES)
+def test_gunicorn_refuses_a_bad_configuration_in_one_line(mongo_uri, tmp_path, mistake):
+    environ, variable = bad_environments(tmp_path)[mistake]
+    base = {
+        "TOKENAUTH_MONGODB_URI": mongo_uri,
+        "TOKENAUTH_DATA_DIR": str(tmp_path / "var"),
+        "TOKENAUTH_BIND": f"127.0.0.1:{free_port()}",
+    }
+    result = run([str(BIN / "gunicorn"), "-c", "gunicorn.conf.py"], {**base, **environ})
+    assert result.returncode != 0
+    assert_one_line_naming(result, variable)
+
+
+@pytest.mark.parametrize("mistake", MISTAKES)
+def test_cli_refuses_a_bad_configuration_in_one_line(mongo_uri, db_name, db, tmp_path, mistake):
+    environ, variable = bad_environments(tmp_path)[mistake]
+    base = {
+        "TOKENAUTH_MONGODB_URI": mongo_uri,
+        "TOKENAUTH_DB_NAME": db_name,
+        "TOKENAUTH_DATA_DIR": str(tmp_path / "var"),
+    }
+    command = [str(BIN / "tokenauth"), "create-user", "carol", "--password-stdin"]
+    result = run(command, {**base, **environ}, stdin=PASSWORD + "\n")
+    assert result.returncode == 1
+    assert_one_line_naming(result, variable)
+    assert result.stdout == b""
+    assert db.users.count_documents({}) == 0
