@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import json
 import os
 import shutil
@@ -77,9 +78,11 @@ def run_wrk(
 class LoginPacer:
     """POST /auth/token at a steady rate from a few threads, open loop, until stopped."""
 
-    def __init__(self, base: str, body: str, *, rate: float = 20.0, threads: int = 4) -> None:
+    def __init__(
+        self, base: str, bodies: Sequence[str], *, rate: float = 20.0, threads: int = 4
+    ) -> None:
         self.base = base
-        self.body = json.loads(body)
+        self.bodies = [json.loads(body) for body in bodies]
         self.rate = rate
         self.threads = threads
         self._stop = threading.Event()
@@ -121,16 +124,17 @@ class LoginPacer:
                 due = self._started + slot / self.rate
                 if self._stop.wait(max(0.0, due - time.monotonic())):
                     break
-                self._login(client)
+                self._login(client, self.bodies[slot % len(self.bodies)])
                 slot += self.threads
         finally:
             client.close()
 
-    def _login(self, client: Client) -> None:
+    def _login(self, client: Client, body: dict) -> None:
         began = time.monotonic()
         try:
-            status, _ = client.request("POST", "/auth/token", self.body)
-        except OSError:
+            status, _ = client.request("POST", "/auth/token", body)
+        except (OSError, http.client.HTTPException):
+            client.close()  # the next request opens a fresh connection
             status = 0
         with self._lock:
             self.latencies.append(time.monotonic() - began)

@@ -131,11 +131,11 @@ def measure(service: Gunicorn, ceiling: Gunicorn, seeded: Seeded, load: Load) ->
         results[f"{name} ceiling"] = announce(name + " ceiling", run_wrk(ceiling_url, load))
         results[name] = announce(name, run_wrk(service.base + path, load, headers=[bearer]))
     hash_seconds = argon2_hash_seconds()
-    login_env = {"BENCH_LOGIN_BODY": seeded.login_body}
+    login_env = {"BENCH_LOGIN_BODIES": "\n".join(seeded.login_bodies)}
     results["login"] = announce(
         "login", run_wrk(f"{service.base}/auth/token", load, script=LOGIN_SCRIPT, env=login_env)
     )
-    pacer = LoginPacer(service.base, seeded.login_body, rate=MIXED_LOGIN_RATE)
+    pacer = LoginPacer(service.base, seeded.login_bodies, rate=MIXED_LOGIN_RATE)
     pacer.start()
     try:
         mixed = run_wrk(f"{service.base}/auth/verify", load, headers=[bearer])

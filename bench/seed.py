@@ -12,11 +12,15 @@ from urllib.parse import urlsplit
 
 from bench.processes import BIN, ROOT
 
-USERNAME = "bench-user"
 PASSWORD = "violet-anchor-quarry-2718"
 ADMIN_USERNAME = "bench-admin"
 ADMIN_PASSWORD = "copper-meadow-lantern-5309"
 PERSONS = 1000
+# The throttle counts each login attempt while it is in flight, and refuses a sixth at once
+# for one (user, address) pair: logins at full speed take turns over this many users. The
+# registration limit (20 an hour from one address) still leaves room for them all.
+LOGIN_USERS = 16
+USERNAMES = tuple(f"bench-user-{n:02d}" for n in range(1, LOGIN_USERS + 1))
 
 
 class SeedError(RuntimeError):
@@ -60,19 +64,19 @@ class Client:
 
 @dataclasses.dataclass(frozen=True)
 class Seeded:
-    """What the rows need: the user's id and token, and the login body."""
+    """What the rows need: the first user's id and token, and every user's login body."""
 
     user_id: str
     user_token: str
-    login_body: str
+    login_bodies: tuple[str, ...]
 
 
-def login_body(username: str = USERNAME, password: str = PASSWORD) -> str:
+def login_body(username: str, password: str = PASSWORD) -> str:
     """The JSON body of a password grant with the right password."""
     return json.dumps({"grant_type": "password", "username": username, "password": password})
 
 
-def login(client: Client, username: str, password: str) -> str:
+def login(client: Client, username: str, password: str = PASSWORD) -> str:
     """An access token for the user."""
     body = json.loads(login_body(username, password))
     return client.expect(200, "POST", "/auth/token", body)["access_token"]
@@ -95,17 +99,24 @@ def create_admin(env: dict[str, str]) -> None:
 
 
 def seed(base: str, env: dict[str, str]) -> Seeded:
-    """An admin, an ordinary user and PERSONS persons; the ordinary user's token."""
+    """An admin, LOGIN_USERS ordinary users and PERSONS persons; the first user's token."""
     create_admin(env)
     client = Client(base)
     try:
-        user = client.expect(201, "POST", "/users", {"username": USERNAME, "password": PASSWORD})
+        users = [
+            client.expect(201, "POST", "/users", {"username": name, "password": PASSWORD})
+            for name in USERNAMES
+        ]
         admin_token = login(client, ADMIN_USERNAME, ADMIN_PASSWORD)
-        user_token = login(client, USERNAME, PASSWORD)
+        user_token = login(client, USERNAMES[0])
     finally:
         client.close()
     create_persons(base, admin_token, PERSONS)
-    return Seeded(user_id=user["id"], user_token=user_token, login_body=login_body())
+    return Seeded(
+        user_id=users[0]["id"],
+        user_token=user_token,
+        login_bodies=tuple(login_body(name) for name in USERNAMES),
+    )
 
 
 def create_persons(base: str, admin_token: str, total: int, parallel: int = 4) -> None:
