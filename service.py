@@ -15,6 +15,7 @@ from config import Config, ConfigError
 from keys import KeyRing
 from passwords import PasswordHasher
 from web import (
+    CORS,
     JSON,
     RETRY_AFTER_UNAVAILABLE,
     BodyLimit,
@@ -606,7 +607,7 @@ def create_app(
     middleware = [BodyLimit(), SecurityHeaders()]
     if config.cors_origins:
         middleware.append(
-            falcon.CORSMiddleware(
+            CORS(
                 allow_origins=list(config.cors_origins),
                 allow_credentials=None,
                 expose_headers=["Location", "Retry-After", "WWW-Authenticate"],

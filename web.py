@@ -149,6 +149,16 @@ class BodyLimit:
             req.env["CONTENT_LENGTH"] = str(len(data))
 
 
+class CORS(falcon.CORSMiddleware):
+    """Falcon's CORS policy, plus Vary: Origin, since answers differ by the asking origin."""
+
+    def process_response(self, req, resp: falcon.Response, resource, req_succeeded) -> None:
+        """Allow listed origins, and tell caches that the Origin header matters."""
+        super().process_response(req, resp, resource, req_succeeded)
+        # Without it a shared cache (JWKS is public for 60 s) hands one origin's answer to another.
+        resp.append_header("Vary", "Origin")
+
+
 class SecurityHeaders:
     """nosniff everywhere; a strict CSP and no referrer on HTML."""
 
