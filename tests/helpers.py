@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import socket
 import sys
@@ -9,7 +10,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+import jsonschema
 import webtest
+
+import openapi
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -67,3 +71,37 @@ def service_env(**overrides: str) -> dict[str, str]:
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     env.update(overrides)
     return env
+
+
+class ManualClock:
+    """A clock the test moves by hand: pass it as create_app(config, clock=...)."""
+
+    def __init__(self, start: dt.datetime | None = None) -> None:
+        # Whole seconds: kids, JWT times and BSON dates all drop sub-second parts.
+        self.now = (start or dt.datetime.now(dt.UTC)).replace(microsecond=0)
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> dt.datetime:
+        """Move time forward; the new now."""
+        self.now += dt.timedelta(seconds=seconds)
+        return self.now
+
+
+def assert_documented(response, path: str, method: str) -> None:
+    """The answer's status, media type and body are the ones openapi.json promises."""
+    document = openapi.document()
+    operation = document["paths"][path][method.lower()]
+    answer = operation["responses"].get(str(response.status_int))
+    assert answer is not None, f"{method} {path} does not document {response.status_int}"
+    while "$ref" in answer:
+        answer = document["components"]["responses"][answer["$ref"].rsplit("/", 1)[1]]
+    media_type = (response.content_type or "").split(";")[0]
+    if "content" not in answer:
+        assert not response.body, f"{method} {path} {response.status_int} documents no body"
+        return
+    assert media_type in answer["content"], f"{media_type} undocumented for {response.status_int}"
+    schema = answer["content"][media_type]["schema"]
+    resolver_root = {**schema, "components": document["components"]}
+    jsonschema.validate(response.json, resolver_root)

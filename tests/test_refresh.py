@@ -1,0 +1,228 @@
+"""Refresh tokens: opaque, stored as a hash, rotated on use, reuse kills the session."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import threading
+
+import bson
+import jwt
+import pytest
+from helpers import PASSWORD, ManualClock, assert_documented, bearer, login, register
+
+import auth
+
+URL_SAFE_256_BITS = re.compile(r"^[A-Za-z0-9_-]{43,}$")
+REVOKED_CHALLENGE = (
+    'Bearer realm="tokenauth", error="invalid_token", '
+    'error_description="The access token was revoked"'
+)
+
+
+def refresh_json(app, refresh_token: str, **kwargs):
+    """The refresh_token grant as a JSON body."""
+    body = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+    return app.post_json("/auth/token", body, **kwargs)
+
+
+def refresh_form(app, refresh_token: str, **kwargs):
+    """The refresh_token grant as a form body, as RFC 6749 clients send it."""
+    body = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+    return app.post("/auth/token", body, **kwargs)
+
+
+def claims_of(access_token: str) -> dict:
+    """The claims of an access token, read without checking (the service checks)."""
+    return jwt.decode(access_token, options={"verify_signature": False})
+
+
+def assert_token_answer(response) -> None:
+    """A 200 token answer: the RFC 6749 §5.1 members, never cached."""
+    assert response.status_int == 200
+    assert set(response.json) == {"access_token", "token_type", "expires_in", "refresh_token"}
+    assert response.json["token_type"] == "Bearer"
+    assert response.json["expires_in"] == 900
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Pragma"] == "no-cache"
+    assert_documented(response, "/auth/token", "POST")
+
+
+def assert_invalid_grant(response) -> None:
+    """A 400 invalid_grant answer in the RFC 6749 §5.2 form."""
+    assert response.status_int == 400
+    assert response.content_type == "application/json"
+    assert response.json["error"] == "invalid_grant"
+    assert set(response.json) == {"error", "error_description"}
+    assert_documented(response, "/auth/token", "POST")
+
+
+def assert_revoked(app, access_token: str) -> None:
+    """The access token is refused as revoked."""
+    answer = app.get("/users/me", headers=bearer(access_token), status=401)
+    assert answer.headers["WWW-Authenticate"] == REVOKED_CHALLENGE
+    assert answer.content_type == "application/problem+json"
+
+
+def test_password_grant_returns_opaque_refresh_token(app):
+    register(app, "alice")
+    first = login(app, "alice")
+    second = login(app, "alice")
+    assert_token_answer(first)
+    token = first.json["refresh_token"]
+    # 32 random bytes in base64url are 43 characters: at least 256 bits, no JWT structure.
+    assert URL_SAFE_256_BITS.match(token)
+    assert "." not in token
+    assert token != second.json["refresh_token"]
+
+
+def test_refresh_token_is_stored_only_as_its_sha256_hash(make_config, make_app, db):
+    clock = ManualClock()
+    app = make_app(make_config(refresh_ttl=7200), clock=clock)
+    register(app, "alice")
+    answer = login(app, "alice")
+    token = answer.json["refresh_token"]
+    sid = claims_of(answer.json["access_token"])["sid"]
+
+    for name in db.list_collection_names():
+        for document in db[name].find():
+            assert token.encode() not in bson.encode(document), f"raw token in {name}"
+    stored = db.refresh_tokens.find_one({"_id": hashlib.sha256(token.encode()).hexdigest()})
+    assert stored["sid"] == sid
+    assert stored["used"] is False
+    assert stored["expires_at"] == clock.now + dt.timedelta(seconds=7200)
+    session = db.sessions.find_one({"_id": sid})
+    assert session["expires_at"] == clock.now + dt.timedelta(seconds=7200)
+    assert session["user_id"] == claims_of(answer.json["access_token"])["sub"]
+
+
+@pytest.mark.parametrize("send", [refresh_form, refresh_json], ids=["form", "json"])
+def test_refresh_grant_rotates_tokens(app, db, send):
+    register(app, "alice")
+    first = login(app, "alice").json
+    second = send(app, first["refresh_token"])
+    assert_token_answer(second)
+    assert second.json["refresh_token"] != first["refresh_token"]
+    assert second.json["access_token"] != first["access_token"]
+    assert claims_of(second.json["access_token"])["sid"] == claims_of(first["access_token"])["sid"]
+    me = app.get("/users/me", headers=bearer(second.json["access_token"]))
+    assert me.json["username"] == "alice"
+    old_hash = hashlib.sha256(first["refresh_token"].encode()).hexdigest()
+    assert db.refresh_tokens.find_one({"_id": old_hash})["used"] is True
+    assert_token_answer(send(app, second.json["refresh_token"]))
+
+
+def test_rotation_never_extends_the_session_lifetime(make_config, make_app, db):
+    clock = ManualClock()
+    logged_in_at = clock.now
+    app = make_app(make_config(refresh_ttl=3600), clock=clock)
+    register(app, "alice")
+    token = login(app, "alice").json["refresh_token"]
+
+    clock.advance(3590)
+    token = refresh_json(app, token).json["refresh_token"]
+    clock.advance(9)
+    token = refresh_json(app, token).json["refresh_token"]
+    stored = db.refresh_tokens.find_one({"_id": hashlib.sha256(token.encode()).hexdigest()})
+    assert stored["expires_at"] == logged_in_at + dt.timedelta(seconds=3600)
+
+    clock.advance(1)  # login + TTL exactly: the session is over, however recently it rotated
+    assert_invalid_grant(refresh_json(app, token, status=400))
+
+
+def test_unknown_refresh_token_is_invalid_grant(app):
+    answer = refresh_json(app, "not-a-refresh-token-" + "x" * 40, status=400)
+    assert_invalid_grant(answer)
+    assert answer.headers["Cache-Control"] == "no-store"
+
+
+def test_refresh_grant_without_token_is_invalid_request(app):
+    answer = app.post("/auth/token", {"grant_type": "refresh_token"}, status=400)
+    assert answer.json == {
+        "error": "invalid_request",
+        "error_description": "refresh_token is required",
+    }
+
+
+def test_reused_refresh_token_revokes_the_whole_session(app):
+    register(app, "alice")
+    first = login(app, "alice").json
+    other_session = login(app, "alice").json
+    second = refresh_json(app, first["refresh_token"]).json
+
+    assert_invalid_grant(refresh_json(app, first["refresh_token"], status=400))
+
+    # The thief's or the victim's newer token dies with the session, and so do its access tokens.
+    assert_invalid_grant(refresh_json(app, second["refresh_token"], status=400))
+    assert_revoked(app, first["access_token"])
+    assert_revoked(app, second["access_token"])
+    app.get("/users/me", headers=bearer(other_session["access_token"]), status=200)
+    assert_token_answer(refresh_json(app, other_session["refresh_token"]))
+
+
+def test_concurrent_use_of_one_refresh_token_is_marked_used_once(app):
+    """store.use_refresh_token is one atomic find-and-modify: exactly one caller sees it fresh."""
+    register(app, "alice")
+    store = app.app.components.store
+    for _ in range(10):
+        token = login(app, "alice").json["refresh_token"]
+        token_hash = hashlib.sha256(token.encode()).hexdigest()
+        fresh = run_at_once(8, lambda h=token_hash: store.use_refresh_token(h)["used"] is False)
+        assert fresh.count(True) == 1
+
+
+def test_concurrent_refreshes_with_one_token_at_most_one_succeeds(app, db):
+    register(app, "alice")
+    sessions = app.app.components.sessions
+    for _ in range(10):
+        answer = login(app, "alice").json
+        token, sid = answer["refresh_token"], claims_of(answer["access_token"])["sid"]
+
+        def attempt(token=token) -> bool:
+            try:
+                sessions.rotate(token)
+            except auth.InvalidGrant:
+                return False
+            return True
+
+        outcomes = run_at_once(8, attempt)
+        assert outcomes.count(True) <= 1
+        # The losers presented a token already used: reuse detection ended the session.
+        assert "revoked_at" in db.sessions.find_one({"_id": sid})
+
+
+def run_at_once(count: int, call) -> list:
+    """Run `call` in `count` threads released together; their results."""
+    barrier = threading.Barrier(count)
+    results: list = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        barrier.wait(timeout=10)
+        try:
+            results.append(call())
+        except BaseException as exc:  # surfaced below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not errors, errors
+    assert len(results) == count
+    return results
+
+
+def test_refresh_after_password_login_keeps_user_and_roles(app):
+    register(app, "alice")
+    first = login(app, "alice", PASSWORD).json
+    second = refresh_json(app, first["refresh_token"]).json
+    before, after = claims_of(first["access_token"]), claims_of(second["access_token"])
+    assert (after["sub"], after["username"], after["roles"]) == (
+        before["sub"],
+        before["username"],
+        before["roles"],
+    )
+    assert after["jti"] != before["jti"]
