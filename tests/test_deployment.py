@@ -1,0 +1,158 @@
+"""The service as it is deployed: gunicorn workers sharing keys, and the `make run` path."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from helpers import ADMIN_PASSWORD, PASSWORD, bearer, free_port, wait_http
+from processes import (
+    alive,
+    children,
+    command_line,
+    pids_with_argument,
+    run_cli,
+    start_gunicorn,
+    stop,
+    wait_gone,
+)
+
+LOGINS = 20
+CALLS_PER_TOKEN = 2
+PERSON = {"name": "Grace Hopper", "email": "grace@example.org", "age": 85}
+
+
+def fresh(method: str, url: str, **kwargs) -> requests.Response:
+    """One request over a new connection (no session), so any worker may take it."""
+    headers = {"Connection": "close", **kwargs.pop("headers", {})}
+    return requests.request(method, url, timeout=10, headers=headers, **kwargs)
+
+
+def gunicorn_master_of_this_test() -> int:
+    """The pid of the gunicorn master this test process started."""
+    (master,) = [pid for pid in children(os.getpid()) if "gunicorn.conf.py" in command_line(pid)]
+    return master
+
+
+# -- (a) two workers, one trust ---------------------------------------------------------
+def test_tokens_issued_by_one_worker_verify_at_every_worker(gunicorn_server, db):
+    base = gunicorn_server()
+    workers = children(gunicorn_master_of_this_test())
+    assert len(workers) == 2, "the default configuration runs two workers"
+
+    tokens = []
+    for number in range(LOGINS):
+        username = f"user{number:02d}"
+        created = fresh("POST", f"{base}/users", json={"username": username, "password": PASSWORD})
+        assert created.status_code == 201, created.text
+        answer = fresh(
+            "POST", f"{base}/auth/token", json={"username": username, "password": PASSWORD}
+        )
+        assert answer.status_code == 200, answer.text
+        tokens.append((username, answer.json()["access_token"]))
+
+    # Each token over fresh connections: with two workers, both verify tokens the other signed.
+    for username, token in tokens:
+        for _ in range(CALLS_PER_TOKEN):
+            me = fresh("GET", f"{base}/users/me", headers=bearer(token))
+            assert me.status_code == 200, me.text
+            assert me.json()["username"] == username
+    assert db.users.count_documents({}) == LOGINS
+    assert sorted(children(gunicorn_master_of_this_test())) == sorted(workers)
+
+
+# -- (b) and (c): the `make run` path ---------------------------------------------------
+@pytest.fixture
+def make_run(tmp_path) -> Iterator[Callable[[], tuple[subprocess.Popen, str]]]:
+    """Start gunicorn the `make run` way: no TOKENAUTH_MONGODB_URI, data in tmp_path/var."""
+    started: list[subprocess.Popen] = []
+    data_dir = tmp_path / "var"
+
+    def start() -> tuple[subprocess.Popen, str]:
+        port = free_port()
+        environ = {"TOKENAUTH_DATA_DIR": str(data_dir), "TOKENAUTH_BIND": f"127.0.0.1:{port}"}
+        process = start_gunicorn(environ, tmp_path / "gunicorn.log")
+        started.append(process)
+        base = f"http://127.0.0.1:{port}"
+        wait_http(f"{base}/health")
+        return process, base
+
+    yield start
+    for process in started:
+        stop(process)
+
+
+def embedded_pid(data_dir: Path) -> int:
+    """The pid the running embedded server advertises in the data dir."""
+    return json.loads((data_dir / "embedded.json").read_text())["pid"]
+
+
+def login_token(base: str, username: str, password: str) -> str:
+    """An access token from the password grant."""
+    answer = fresh("POST", f"{base}/auth/token", json={"username": username, "password": password})
+    assert answer.status_code == 200, answer.text
+    return answer.json()["access_token"]
+
+
+def test_make_run_starts_and_stops_the_embedded_server_and_keeps_the_data(make_run, tmp_path):
+    data_dir = tmp_path / "var"
+    storage = str(data_dir / "db")
+    master, base = make_run()
+
+    database = embedded_pid(data_dir)
+    assert database in children(master.pid)
+    assert "--storage-path" in command_line(database)
+    assert pids_with_argument(storage) == [database]
+    workers = [pid for pid in children(master.pid) if pid != database]
+    assert len(workers) == 2
+    assert fresh("GET", f"{base}/health").json() == {"status": "ok"}
+
+    created = fresh("POST", f"{base}/users", json={"username": "alice", "password": PASSWORD})
+    assert created.status_code == 201, created.text
+    # The CLI finds the running embedded server through the data dir, and starts none.
+    cli = run_cli(
+        ["create-user", "root", "--admin", "--password-stdin"],
+        {"TOKENAUTH_DATA_DIR": str(data_dir)},
+        stdin=ADMIN_PASSWORD + "\n",
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert pids_with_argument(storage) == [database]
+    admin = login_token(base, "root", ADMIN_PASSWORD)
+    person = fresh("POST", f"{base}/persons", json=PERSON, headers=bearer(admin))
+    assert person.status_code == 201, person.text
+    early_token = login_token(base, "alice", PASSWORD)
+
+    assert stop(master, signal.SIGINT) == 0
+    wait_gone([master.pid, database, *workers])
+    assert pids_with_argument(storage) == []
+    assert not (data_dir / "embedded.json").exists()
+
+    again, base = make_run()
+    database_again = embedded_pid(data_dir)
+    assert database_again != database and alive(database_again)
+    token = login_token(base, "alice", PASSWORD)
+    page = fresh("GET", f"{base}/persons", headers=bearer(token))
+    assert page.status_code == 200, page.text
+    assert page.json()["items"] == [person.json()]
+    # The key on disk is reused: a token of the first run still verifies.
+    verified = fresh("GET", f"{base}/auth/verify", headers=bearer(early_token))
+    assert verified.status_code == 204
+    assert verified.headers["X-Auth-Username"] == "alice"
+
+    assert stop(again, signal.SIGINT) == 0
+    wait_gone([database_again])
+
+
+def test_make_run_generates_its_key_under_the_data_dir_owner_only(make_run, tmp_path):
+    make_run()
+    keys_dir = tmp_path / "var" / "keys"
+    (key,) = [path for path in keys_dir.iterdir() if path.suffix == ".pem"]
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert stat.S_IMODE(keys_dir.stat().st_mode) & 0o077 == 0
