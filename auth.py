@@ -314,7 +314,9 @@ class Sessions:
         )
         return sid, refresh_token
 
-    def rotate(self, refresh_token: str) -> tuple[dict[str, Any], str]:
+    def rotate(
+        self, refresh_token: str, *, address: str | None = None
+    ) -> tuple[dict[str, Any], str]:
         """Retire a refresh token for a new one: the session and the new token."""
         used = self.store.use_refresh_token(_token_hash(refresh_token))
         if used is None:
@@ -323,7 +325,9 @@ class Sessions:
         if used["used"]:
             # A retired token came back: whoever holds the chain, the session is not safe.
             self.revoke(sid)
-            log_event("refresh_reuse_detected", sid=sid)
+            session = self.store.find_session(sid)
+            user_id = session and session["user_id"]
+            log_event("refresh_reuse_detected", sid=sid, user_id=user_id, address=address)
             raise InvalidGrant("The refresh token was already used; the session is revoked")
         session = self.store.find_session(sid)
         if session is None or "revoked_at" in session or session["expires_at"] <= self.clock():

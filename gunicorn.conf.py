@@ -30,8 +30,42 @@ errorlog = "-"
 # The control socket is one fixed path per user: two instances on a host would fight over it.
 control_socket_disable = True
 loglevel = "info"
-# Behind a proxy on another host, set FORWARDED_ALLOW_IPS to its address (see README).
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+# Auth events (auth.log_event) go to stderr as bare JSON lines, one per event; other
+# "tokenauth" messages (warnings, errors) as gunicorn's own lines. gunicorn merges this over
+# its defaults one key deep, so every handler and formatter used is named here.
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "root": {"level": "WARNING", "handlers": ["error_console"]},
+    "loggers": {
+        "tokenauth": {"level": "INFO", "handlers": ["error_console"], "propagate": False},
+        "tokenauth.events": {"level": "INFO", "handlers": ["events"], "propagate": False},
+    },
+    "handlers": {
+        "error_console": {
+            "class": "logging.StreamHandler",
+            "formatter": "generic",
+            "stream": "ext://sys.stderr",
+        },
+        "events": {
+            "class": "logging.StreamHandler",
+            "formatter": "json_line",
+            "stream": "ext://sys.stderr",
+        },
+    },
+    "formatters": {
+        "generic": {
+            "format": "%(asctime)s [%(process)d] [%(levelname)s] %(message)s",
+            "datefmt": "[%Y-%m-%d %H:%M:%S %z]",
+        },
+        "json_line": {"format": "%(message)s"},
+    },
+}
+# One list of trusted proxies for gunicorn (X-Forwarded-Proto) and for the service's client
+# address (X-Forwarded-For): TOKENAUTH_TRUSTED_PROXIES, see docs/SECURITY.md.
+forwarded_allow_ips = ",".join(_config.trusted_proxies) or os.environ.get(
+    "FORWARDED_ALLOW_IPS", "127.0.0.1,::1"
+)
 
 _embedded = None
 

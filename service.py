@@ -204,17 +204,13 @@ class Tokens:
 
     def _refresh_grant(self, req: falcon.Request, params: dict[str, Any]):
         (presented,) = self._require(params, "refresh_token")
-        session, refresh_token = self.c.sessions.rotate(presented)
+        address = self.c.client_address(req)
+        session, refresh_token = self.c.sessions.rotate(presented, address=address)
         user = self.c.store.find_user(session["user_id"])
         if user is None:
             self.c.sessions.revoke(session["_id"])
             raise auth.InvalidGrant("The user of this session no longer exists")
-        auth.log_event(
-            "token_refreshed",
-            user_id=user["id"],
-            sid=session["_id"],
-            address=self.c.client_address(req),
-        )
+        auth.log_event("token_refreshed", user_id=user["id"], sid=session["_id"], address=address)
         return user, session["_id"], refresh_token
 
 
