@@ -162,7 +162,12 @@ class KeyRing:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     def _write_new_key(self) -> str:
-        kid = f"{self.clock().strftime(KID_TIME_FORMAT)}-{secrets.token_hex(4)}"
+        # The newest kid signs and kids carry whole seconds: a key made in the same second
+        # as the current one (or after the clock stepped back) is dated just after it.
+        created_at = self.clock().replace(microsecond=0)
+        if self._keys:
+            created_at = max(created_at, self.current.created_at + dt.timedelta(seconds=1))
+        kid = f"{created_at.strftime(KID_TIME_FORMAT)}-{secrets.token_hex(4)}"
         if self.algorithm == "HS256":
             data = secrets.token_urlsafe(48).encode()
         else:
