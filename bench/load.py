@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import http.client
 import json
@@ -10,7 +11,8 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from bench.report import WrkResult, parse_wrk
@@ -59,27 +61,32 @@ def run_wrk(
     headers: Sequence[str] = (),
     script: Path | None = None,
     env: dict[str, str] | None = None,
+    measuring: Callable[[], AbstractContextManager] = contextlib.nullcontext,
 ) -> WrkResult:
-    """Warm up, then measure for load.duration seconds."""
-    for seconds in (load.warmup, load.duration):
-        if seconds <= 0:
-            continue
-        done = subprocess.run(
+    """Warm up, then measure for load.duration seconds inside `measuring()`."""
+
+    def wrk(seconds: float) -> str:
+        return subprocess.run(
             wrk_command(url, load, seconds, headers=headers, script=script),
             capture_output=True,
             text=True,
             env={**os.environ, **(env or {})},
             timeout=seconds + 60,
             check=True,
-        )
-    return parse_wrk(done.stdout)
+        ).stdout
+
+    if load.warmup > 0:
+        wrk(load.warmup)
+    with measuring():
+        output = wrk(load.duration)
+    return parse_wrk(output)
 
 
 class LoginPacer:
     """POST /auth/token at a steady rate from a few threads, open loop, until stopped."""
 
     def __init__(
-        self, base: str, bodies: Sequence[str], *, rate: float = 20.0, threads: int = 4
+        self, base: str, bodies: Sequence[str], *, rate: float = 20.0, threads: int = 8
     ) -> None:
         self.base = base
         self.bodies = [json.loads(body) for body in bodies]

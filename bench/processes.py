@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,6 +104,10 @@ class Gunicorn:
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
         return [int(child) for child in children]
 
+    def pids(self) -> list[int]:
+        """The arbiter and its workers."""
+        return [self.process.pid, *self.worker_pids()]
+
     def stop(self) -> None:
         """SIGTERM, a graceful wait, then SIGKILL."""
         if self.process is None or self.process.poll() is not None:
@@ -113,6 +118,35 @@ class Gunicorn:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used (0 once it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()  # the name in parentheses may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds that groups of processes spend while `measuring()` is open."""
+
+    def __init__(self, groups: dict[str, Callable[[], list[int]]]) -> None:
+        self.groups = groups
+        self.spent: dict[str, float] = {}
+
+    def _read(self) -> dict[str, float]:
+        return {name: sum(map(cpu_seconds, pids())) for name, pids in self.groups.items()}
+
+    @contextlib.contextmanager
+    def measuring(self) -> Iterator[None]:
+        """Record what each group spends inside the block into `spent`."""
+        before = self._read()
+        yield
+        after = self._read()
+        self.spent = {name: after[name] - before[name] for name in self.groups}
 
 
 def peak_rss_bytes(pid: int) -> int:

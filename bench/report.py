@@ -134,6 +134,7 @@ class Row:
     goal: Goal | None = None
     met: bool | None = None
     note: str = ""
+    cpu: tuple[float, float] | None = None  # CPU seconds per request: server, database
 
 
 def _ms(value: float | None) -> str:
@@ -150,9 +151,14 @@ def _verdict(row: Row) -> str:
     return "met" if row.met else "NOT met"
 
 
+def _cpu(cpu: tuple[float, float] | None) -> str:
+    return "" if cpu is None else f"{cpu[0] * 1000:.2f} + {cpu[1] * 1000:.2f} ms"
+
+
 def format_table(rows: Iterable[Row]) -> str:
-    """A Markdown table: row, requests/s, p50, p99, ratio to ceiling, goal, met, note."""
-    header = ["row", "requests/s", "p50", "p99", "ratio to ceiling", "goal", "met", "note"]
+    """A Markdown table: row, requests/s, p50, p99, ratio to ceiling, goal, met, CPU, note."""
+    header = ["row", "requests/s", "p50", "p99", "ratio to ceiling", "goal", "met"]
+    header += ["CPU/request: server + database", "note"]
     lines = [header]
     for row in rows:
         shown_ratio = row.value or ("" if row.ratio is None else f"{row.ratio:.2f}")
@@ -165,6 +171,7 @@ def format_table(rows: Iterable[Row]) -> str:
                 shown_ratio,
                 row.goal.describe() if row.goal else "",
                 _verdict(row),
+                _cpu(row.cpu),
                 row.note,
             ]
         )
@@ -197,20 +204,25 @@ class Run:
     cores: int
     peak_rss_bytes: int  # the largest VmHWM among the service's workers
     paced_logins_per_second: float  # what the mixed row's login pacer achieved
+    # Per row: CPU seconds per request spent by the server under load and by the database.
+    cpu_per_request: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
 
 
 def build_rows(run: Run) -> list[Row]:
     """The table of one run (or of the medians of several)."""
+    cpu = run.cpu_per_request.get
     rows = []
     for name in CEILINGED:
         project, ceiling = run.results[name], run.results[f"{name} ceiling"]
+        project_ratio = ratio(project.requests_per_second, ceiling.requests_per_second)
+        rows.append(_judged(name, project, project_ratio, cpu(name)))
         rows.append(
-            _judged(name, project, ratio(project.requests_per_second, ceiling.requests_per_second))
+            _plain(f"{name} ceiling", ceiling, cpu(f"{name} ceiling"), "bare Falcon, same work")
         )
-        rows.append(_plain(f"{name} ceiling", ceiling, "bare Falcon, same database work"))
-    login_ceiling = run.cores / run.hash_seconds
-    login = run.results["login"]
-    rows.append(_judged("login", login, ratio(login.requests_per_second, login_ceiling)))
+    login, login_ceiling = run.results["login"], run.cores / run.hash_seconds
+    rows.append(
+        _judged("login", login, ratio(login.requests_per_second, login_ceiling), cpu("login"))
+    )
     rows.append(
         Row(
             "login ceiling",
@@ -218,13 +230,13 @@ def build_rows(run: Run) -> list[Row]:
             note=f"{run.cores} cores / {run.hash_seconds * 1000:.1f} ms per argon2id hash",
         )
     )
-    mixed = run.results["mixed"]
-    verify_rate = run.results["verify"].requests_per_second
+    mixed, verify = run.results["mixed"], run.results["verify"]
     rows.append(
         _judged(
             "mixed",
             mixed,
-            ratio(mixed.requests_per_second, verify_rate),
+            ratio(mixed.requests_per_second, verify.requests_per_second),
+            cpu("mixed"),
             note=f"verify beside {run.paced_logins_per_second:.1f} logins/s; ratio to verify row",
         )
     )
@@ -240,7 +252,13 @@ def build_rows(run: Run) -> list[Row]:
     return rows
 
 
-def _judged(name: str, result: WrkResult, row_ratio: float, note: str = "") -> Row:
+def _judged(
+    name: str,
+    result: WrkResult,
+    row_ratio: float,
+    cpu: tuple[float, float] | None,
+    note: str = "",
+) -> Row:
     goal = GOALS[name]
     met = is_met(goal, ratio=row_ratio, p99=result.p99) and result.error_share < 0.01
     if result.errors:
@@ -254,13 +272,14 @@ def _judged(name: str, result: WrkResult, row_ratio: float, note: str = "") -> R
         goal=goal,
         met=met,
         note=note,
+        cpu=cpu,
     )
 
 
-def _plain(name: str, result: WrkResult, note: str) -> Row:
+def _plain(name: str, result: WrkResult, cpu: tuple[float, float] | None, note: str) -> Row:
     if result.errors:
         note = f"{note}; {result.errors} errors"
-    return Row(name, result.requests_per_second, result.p50, result.p99, note=note)
+    return Row(name, result.requests_per_second, result.p50, result.p99, note=note, cpu=cpu)
 
 
 def median_run(runs: Sequence[Run]) -> Run:
@@ -280,6 +299,10 @@ def median_run(runs: Sequence[Run]) -> Run:
         cores=runs[0].cores,
         peak_rss_bytes=int(_median([r.peak_rss_bytes for r in runs])),
         paced_logins_per_second=_median([r.paced_logins_per_second for r in runs]),
+        cpu_per_request={
+            name: tuple(_median([r.cpu_per_request[name][i] for r in runs]) for i in (0, 1))
+            for name in runs[0].cpu_per_request
+        },
     )
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bench import report
 from bench.load import LOGIN_SCRIPT, Load, LoginPacer, run_wrk
-from bench.processes import BIN, ROOT, Gunicorn, peak_rss_bytes
+from bench.processes import BIN, ROOT, CpuMeter, Gunicorn, peak_rss_bytes
 from bench.seed import PASSWORD, Seeded, seed
 
 LAST_TABLE = Path(__file__).resolve().parent / "last.md"
@@ -51,6 +51,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="ARG",
         help="extra gunicorn argument for service and ceiling alike (e.g. --gunicorn-arg=-w3)",
     )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment for service and ceiling (e.g. --env TOKENAUTH_SIGNING_ALG=HS256)",
+    )
     parser.add_argument("--output", type=Path, default=LAST_TABLE, help="where the table goes")
     return parser.parse_args(argv)
 
@@ -65,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     for number in range(1, args.runs + 1):
         print(f"run {number} of {args.runs} (load {loads_seen[-1]})", flush=True)
-        runs.append(run_once(load, args.gunicorn_arg))
+        runs.append(run_once(load, args.gunicorn_arg, dict(e.split("=", 1) for e in args.env)))
         loads_seen.append(read_loadavg())
         if args.runs > 1:
             print(report.format_table(report.build_rows(runs[-1])), flush=True)
@@ -77,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run_once(load: Load, gunicorn_args: list[str]) -> report.Run:
+def run_once(load: Load, gunicorn_args: list[str], extra_env: dict[str, str]) -> report.Run:
     """Start everything, measure every row, stop everything (also on errors and Ctrl-C)."""
     from store import EmbeddedServer  # the embedded extra is needed only here
 
@@ -88,7 +95,7 @@ def run_once(load: Load, gunicorn_args: list[str]) -> report.Run:
         scratch = Path(scratch)
         database = EmbeddedServer(scratch / "database")
         cleanup.callback(database.stop)
-        env = service_env(database.start(), scratch / "service")
+        env = {**service_env(database.start(), scratch / "service"), **extra_env}
         service = Gunicorn("service", env, scratch / "service.log", extra_args=gunicorn_args)
         ceiling = Gunicorn(
             "ceiling",
@@ -101,7 +108,8 @@ def run_once(load: Load, gunicorn_args: list[str]) -> report.Run:
             cleanup.callback(server.stop)
             server.start()
         try:
-            return measure(service, ceiling, seed(service.base, env), load)
+            seeded = seed(service.base, env)
+            return measure(service, ceiling, database.process.pid, seeded, load)
         except Exception:
             for server in (service, ceiling):
                 print(f"--- last lines of the {server.name} log", file=sys.stderr)
@@ -121,45 +129,59 @@ def service_env(mongodb_uri: str, data_dir: Path) -> dict[str, str]:
     return env
 
 
-def measure(service: Gunicorn, ceiling: Gunicorn, seeded: Seeded, load: Load) -> report.Run:
+class Rows:
+    """Loads rows one at a time, keeping each row's figures and CPU time per request."""
+
+    def __init__(self, load: Load, database_pid: int) -> None:
+        self.load = load
+        self.database_pid = database_pid
+        self.results: dict[str, report.WrkResult] = {}
+        self.cpu: dict[str, tuple[float, float]] = {}
+
+    def run(self, name: str, server: Gunicorn, path: str, **wrk_options) -> None:
+        """Load `server` at `path` (warm-up, then the measured run) and record the row."""
+        meter = CpuMeter({"server": server.pids, "database": lambda: [self.database_pid]})
+        result = run_wrk(server.base + path, self.load, measuring=meter.measuring, **wrk_options)
+        requests = max(1, result.requests)
+        self.results[name] = result
+        self.cpu[name] = (meter.spent["server"] / requests, meter.spent["database"] / requests)
+        server_ms, database_ms = (seconds * 1000 for seconds in self.cpu[name])
+        print(
+            f"  {name:<15} {result.requests_per_second:8.1f} req/s  p50 {result.p50 * 1000:7.2f} ms"
+            f"  p99 {result.p99 * 1000:7.2f} ms  errors {result.errors}"
+            f"  CPU/request: server {server_ms:.2f} ms, database {database_ms:.2f} ms",
+            flush=True,
+        )
+
+
+def measure(
+    service: Gunicorn, ceiling: Gunicorn, database_pid: int, seeded: Seeded, load: Load
+) -> report.Run:
     """Every row, each project row right beside its ceiling."""
     bearer = f"Authorization: Bearer {seeded.user_token}"
     check_same_bodies(service.base, ceiling.base, seeded)
-    results = {}
+    rows = Rows(load, database_pid)
     for name, path, ceiling_path in PAIRED_ROWS:
-        ceiling_url = ceiling.base + ceiling_path.format(user_id=seeded.user_id)
-        results[f"{name} ceiling"] = announce(name + " ceiling", run_wrk(ceiling_url, load))
-        results[name] = announce(name, run_wrk(service.base + path, load, headers=[bearer]))
+        rows.run(f"{name} ceiling", ceiling, ceiling_path.format(user_id=seeded.user_id))
+        rows.run(name, service, path, headers=[bearer])
     hash_seconds = argon2_hash_seconds()
     login_env = {"BENCH_LOGIN_BODIES": "\n".join(seeded.login_bodies)}
-    results["login"] = announce(
-        "login", run_wrk(f"{service.base}/auth/token", load, script=LOGIN_SCRIPT, env=login_env)
-    )
+    rows.run("login", service, "/auth/token", script=LOGIN_SCRIPT, env=login_env)
     pacer = LoginPacer(service.base, seeded.login_bodies, rate=MIXED_LOGIN_RATE)
     pacer.start()
     try:
-        mixed = run_wrk(f"{service.base}/auth/verify", load, headers=[bearer])
+        rows.run("mixed", service, "/auth/verify", headers=[bearer])
     finally:
         pacer.stop()
-    results["mixed"] = announce("mixed", mixed)
     print(f"  paced logins: {pacer.achieved_rate:.1f}/s, {pacer.failed} failed", flush=True)
     return report.Run(
-        results=results,
+        results=rows.results,
         hash_seconds=hash_seconds,
         cores=os.cpu_count() or 1,
         peak_rss_bytes=max(peak_rss_bytes(pid) for pid in service.worker_pids()),
         paced_logins_per_second=pacer.achieved_rate,
+        cpu_per_request=rows.cpu,
     )
-
-
-def announce(name: str, result: report.WrkResult) -> report.WrkResult:
-    """Print a row's figures as soon as they are known."""
-    print(
-        f"  {name:<16} {result.requests_per_second:9.1f} req/s  p50 {result.p50 * 1000:7.2f} ms"
-        f"  p99 {result.p99 * 1000:7.2f} ms  errors {result.errors}",
-        flush=True,
-    )
-    return result
 
 
 def check_same_bodies(service_base: str, ceiling_base: str, seeded: Seeded) -> None:
@@ -232,6 +254,7 @@ def describe(args: argparse.Namespace, load: Load, loads: list[str], runs: int) 
             f"- command: `{command}`; {runs_text}",
             f"- machine: {os.cpu_count()} cores, {platform.machine()}, {versions()}",
             f"- gunicorn: {gunicorn_settings(args.gunicorn_arg)}",
+            f"- extra environment: {' '.join(args.env) or 'none'}",
             f"- load: wrk {load.threads} threads, {load.connections} connections, "
             f"{load.warmup:g} s warm-up + {load.duration:g} s per row",
             f"- machine load (1/5/15 min) before and after each run: {' | '.join(loads)}",

@@ -114,6 +114,7 @@ def _run(verify: float = 900.0, mixed_p99: float = 0.040, rss_mib: int = 80) -> 
         cores=2,
         peak_rss_bytes=rss_mib * report.MIB,
         paced_logins_per_second=20.0,
+        cpu_per_request={"verify": (0.0003, 0.0), "login": (0.026, 0.012)},
     )
 
 
@@ -148,6 +149,7 @@ def test_median_run_takes_each_figure_in_the_middle():
     middle = report.median_run(runs)
     assert middle.results["verify"].requests_per_second == 800
     assert middle.peak_rss_bytes == 90 * report.MIB
+    assert middle.cpu_per_request["login"] == pytest.approx((0.026, 0.012))
 
 
 def test_table_has_one_line_per_row_and_the_verdicts():
@@ -156,3 +158,4 @@ def test_table_has_one_line_per_row_and_the_verdicts():
     assert lines[0].startswith("| row | requests/s | p50 | p99 | ratio to ceiling | goal | met")
     assert len(lines) == 2 + 10
     assert "| NOT met |" in table and "| met |" in table
+    assert "| 26.00 + 12.00 ms |" in table
