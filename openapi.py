@@ -54,7 +54,7 @@ def _validator(schema_name: str) -> jsonschema.protocols.Validator:
 def validate(body: Any, schema_name: str) -> dict[str, Any]:
     """The body when it satisfies the named component schema; InvalidBody otherwise."""
     errors = sorted(
-        {_describe(error) for error in _validator(schema_name).iter_errors(body)},
+        {pair for error in _validator(schema_name).iter_errors(body) for pair in _describe(error)},
     )
     errors.extend(_unencodable(body))
     if errors:
@@ -62,14 +62,17 @@ def validate(body: Any, schema_name: str) -> dict[str, Any]:
     return body
 
 
-def _describe(error: jsonschema.ValidationError) -> tuple[str, str]:
+def _describe(error: jsonschema.ValidationError) -> list[tuple[str, str]]:
     field = ".".join(str(part) for part in error.absolute_path)
     if error.validator == "required":
         missing = error.message.split("'")[1] if "'" in error.message else ""
-        return (f"{field}.{missing}" if field else missing), "is required"
+        return [((f"{field}.{missing}" if field else missing), "is required")]
     if error.validator == "additionalProperties":
-        extra = ", ".join(sorted(set(error.instance) - set(error.schema.get("properties", {}))))
-        return (field or extra), "is not an accepted field"
+        # One entry per unknown field: each item of `errors` names exactly one field.
+        extras = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        return [
+            (f"{field}.{name}" if field else name, "is not an accepted field") for name in extras
+        ]
     messages = {
         "type": lambda: f"must be of type {_types(error.validator_value)}",
         "minLength": lambda: f"must be at least {error.validator_value} characters",
@@ -86,7 +89,7 @@ def _describe(error: jsonschema.ValidationError) -> tuple[str, str]:
         "pattern": lambda: "has an invalid format",
     }
     message = messages.get(error.validator, lambda: "is invalid")()
-    return field or "body", message
+    return [(field or "body", message)]
 
 
 def _types(value: str | list[str]) -> str:

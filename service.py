@@ -76,6 +76,9 @@ class Users:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Register a user."""
         body = read_body(req, "Registration", form=True)
+        # Invalid fields are refused before the attempt is counted: bad input writes nothing.
+        display, _ = auth.normalize_username(body["username"])
+        self.c.accounts.check_password(body["password"], display)
         address = self.c.client_address(req)
         self.c.registrations.check_and_count(address)
         user = self.c.accounts.register(body["username"], body["password"])

@@ -230,12 +230,14 @@ def page_params(req: falcon.Request) -> tuple[int, str | None]:
     raw_limit = req.get_param("limit")
     limit = 50
     if raw_limit is not None:
-        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 200:
+        # isascii: "²" is a digit to str.isdigit() but not to int().
+        if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= 200:
             errors.append(("limit", "must be an integer from 1 to 200"))
         else:
             limit = int(raw_limit)
     cursor = req.get_param("cursor")
-    if cursor is not None and store_module.object_id(cursor) is None:
+    # Lower-case hex only, as openapi.json's pattern says and as next_cursor is written.
+    if cursor is not None and (cursor != cursor.lower() or store_module.object_id(cursor) is None):
         errors.append(("cursor", "must be the next_cursor of a previous page"))
     if errors:
         raise InvalidFields(errors)
