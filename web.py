@@ -32,6 +32,8 @@ HTML_CSP = (
     "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
+# RFC 9110 renamed these; Python 3.11 still has the older phrases.
+STATUS_TITLES = {413: "Content Too Large", 422: "Unprocessable Content"}
 
 
 # -- errors -----------------------------------------------------------------------------
@@ -74,7 +76,7 @@ def serialize_error(req: falcon.Request, resp: falcon.Response, error: falcon.HT
     else:
         body = {
             "type": "about:blank",
-            "title": HTTPStatus(status).phrase,
+            "title": STATUS_TITLES.get(status) or HTTPStatus(status).phrase,
             "status": status,
             "detail": error.description or HTTPStatus(status).description,
         }
