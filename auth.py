@@ -106,6 +106,7 @@ class AccessTokens:
         self.ttl = ttl
         self.clock = clock
         self._verified: dict[str, dict[str, Any]] = {}
+        self._verified_generation = keyring.generation
 
     def issue(self, *, user: dict[str, Any], sid: str) -> tuple[str, dict[str, Any]]:
         """A signed access token for the user in session `sid`, and its claims."""
@@ -133,6 +134,10 @@ class AccessTokens:
     def verify(self, token: str) -> dict[str, Any]:
         """The claims of a valid token; InvalidToken otherwise (revocation is checked apart)."""
         now = self.clock().timestamp()
+        if self._verified_generation != self.keyring.generation:
+            # A key came or went (a removed compromised key among them): verify afresh.
+            self._verified = {}
+            self._verified_generation = self.keyring.generation
         claims = self._verified.get(token)
         if claims is not None:
             if claims["exp"] + CLOCK_SKEW <= now:

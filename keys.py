@@ -63,6 +63,8 @@ class KeyRing:
         self.clock = clock
         self._keys: dict[str, SigningKey] = {}
         self._listing: frozenset[str] | None = None
+        # Bumped whenever the set of keys changes, so caches of verified tokens can drop.
+        self.generation = 0
 
     # -- loading -----------------------------------------------------------------------
     @property
@@ -116,6 +118,7 @@ class KeyRing:
                 keys[key.kid] = key
         self._keys = dict(sorted(keys.items(), key=lambda item: (item[1].created_at, item[0])))
         self._listing = listing
+        self.generation += 1
 
     def _read(self, path: Path) -> SigningKey | None:
         kid = path.name.removesuffix(self._suffix)

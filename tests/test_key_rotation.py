@@ -101,6 +101,19 @@ def test_a_running_ring_picks_up_a_key_written_by_another_process(
     assert kid_of(login(app, "alice").json["access_token"]) == new_kid
 
 
+def test_deleting_a_compromised_key_file_stops_its_tokens(timed_app, clock):
+    keyring = timed_app.app.components.keyring
+    old_token = login(timed_app, "alice").json["access_token"]
+    timed_app.get("/auth/verify", headers=bearer(old_token), status=204)  # cached as verified
+    clock.advance(1)
+    keyring.rotate()
+    (keyring.keys_dir / f"{kid_of(old_token)}.pem").unlink()
+    assert keyring.refresh() is True  # what each worker's poller runs every second
+    answer = timed_app.get("/auth/verify", headers=bearer(old_token), status=401)
+    assert "unknown key" in answer.headers["WWW-Authenticate"]
+    assert kid_of(old_token) not in published_kids(timed_app)
+
+
 def test_cli_rotation_reaches_running_workers_without_restart(gunicorn_server, tmp_path):
     base = gunicorn_server()
     http = requests.Session()
