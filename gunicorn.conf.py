@@ -77,7 +77,11 @@ def on_starting(server):
         from store import EmbeddedServer
 
         _embedded = EmbeddedServer(_config.data_dir)
-        uri = _embedded.start()
+        try:
+            uri = _embedded.start()
+        except RuntimeError as error:  # not installed, or it would not start: say why, once
+            print(f"tokenauth: embedded server: {error}", file=sys.stderr)
+            sys.exit(2)
         # Workers are forked from here, so they inherit the address of the embedded server.
         os.environ["TOKENAUTH_MONGODB_URI"] = uri
         server.log.info("embedded MongoDB-wire server on %s, data in %s", uri, _embedded.storage)
