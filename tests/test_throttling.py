@@ -10,8 +10,9 @@ import falcon.testing
 import pymongo.errors
 import pytest
 import requests
-from helpers import PASSWORD, ManualClock, login, register
+from helpers import PASSWORD, ManualClock, assert_documented, login, register
 
+import openapi
 from config import Config, ConfigError
 from passwords import PasswordHasher
 from web import client_address
@@ -255,6 +256,31 @@ def test_registration_limit_defaults_to_20_an_hour_and_is_configurable():
     with pytest.raises(ConfigError) as refused:
         Config.from_env({"TOKENAUTH_REGISTRATION_LIMIT": "0"})
     assert refused.value.variable == "TOKENAUTH_REGISTRATION_LIMIT"
+
+
+# -- the document ------------------------------------------------------------------------
+def documented_headers(path: str, method: str, status: int) -> dict:
+    """The headers openapi.json promises for this answer."""
+    components = openapi.document()["components"]
+    answer = openapi.document()["paths"][path][method.lower()]["responses"][str(status)]
+    while "$ref" in answer:
+        answer = components["responses"][answer["$ref"].rsplit("/", 1)[1]]
+    return answer.get("headers", {})
+
+
+@pytest.mark.parametrize(("path", "method"), [("/auth/token", "POST"), ("/users", "POST")])
+def test_throttled_answers_are_the_documented_ones(make_app, make_config, clock, path, method):
+    app = throttled_app(make_app, make_config, clock, login_max_failures=1, registration_limit=1)
+    register(app, "alice")
+    login(app, "alice", WRONG, status=400)
+    throttled = (
+        login(app, "alice", status=429)
+        if path == "/auth/token"
+        else register(app, "bob", status=429)
+    )
+    assert_documented(throttled, path, method)
+    assert set(documented_headers(path, method, 429)) == {"Retry-After"}
+    assert int(throttled.headers["Retry-After"]) > 0
 
 
 # -- the client address ------------------------------------------------------------------
