@@ -108,15 +108,21 @@ class AccessTokens:
         self._verified: dict[str, dict[str, Any]] = {}
         self._verified_generation = keyring.generation
 
-    def issue(self, *, user: dict[str, Any], sid: str) -> tuple[str, dict[str, Any]]:
-        """A signed access token for the user in session `sid`, and its claims."""
+    def issue(
+        self, *, user: dict[str, Any], sid: str, not_after: dt.datetime | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        """A signed access token for the user in session `sid` (dying by `not_after`)."""
         now = int(self.clock().timestamp())
+        expires = now + self.ttl
+        if not_after is not None:
+            # An access token never outlives the session it belongs to.
+            expires = max(now + 1, min(expires, int(not_after.timestamp())))
         claims = {
             "iss": self.issuer,
             "sub": user["id"],
             "aud": self.audience,
             "iat": now,
-            "exp": now + self.ttl,
+            "exp": expires,
             "jti": secrets.token_urlsafe(16),
             "sid": sid,
             "username": user["username"],
@@ -305,19 +311,20 @@ class Sessions:
         self.clock = clock
         self.new_secret = new_secret
 
-    def open(self, user_id: str) -> tuple[str, str]:
-        """Start a session for the user: its sid and first refresh token."""
+    def open(self, user_id: str) -> tuple[str, str, dt.datetime]:
+        """Start a session for the user: its sid, first refresh token and end."""
         now = self.clock()
         sid = secrets.token_urlsafe(16)
         refresh_token = self.new_secret()
+        expires_at = now + dt.timedelta(seconds=self.ttl)
         self.store.create_session(
             sid=sid,
             user_id=user_id,
             token_hash=_token_hash(refresh_token),
             now=now,
-            expires_at=now + dt.timedelta(seconds=self.ttl),
+            expires_at=expires_at,
         )
-        return sid, refresh_token
+        return sid, refresh_token, expires_at
 
     def rotate(
         self, refresh_token: str, *, address: str | None = None

@@ -147,21 +147,21 @@ class Tokens:
         grant = params.get("grant_type")
         try:
             if grant == "password":
-                user, sid, refresh_token = self._password_grant(req, params)
+                user, sid, refresh_token, session_end = self._password_grant(req, params)
             elif grant == "refresh_token":
-                user, sid, refresh_token = self._refresh_grant(req, params)
+                user, sid, refresh_token, session_end = self._refresh_grant(req, params)
             else:
                 raise OAuthError(
                     400, "unsupported_grant_type", "grant_type must be password or refresh_token"
                 )
         except auth.InvalidGrant as exc:
             raise OAuthError(400, "invalid_grant", exc.description) from None
-        access_token, _ = self.c.tokens.issue(user=user, sid=sid)
+        access_token, claims = self.c.tokens.issue(user=user, sid=sid, not_after=session_end)
         no_store(resp)
         resp.media = {
             "access_token": access_token,
             "token_type": "Bearer",
-            "expires_in": self.c.config.access_ttl,
+            "expires_in": claims["exp"] - claims["iat"],
             "refresh_token": refresh_token,
         }
 
@@ -201,9 +201,9 @@ class Tokens:
         except auth.Throttled as exc:
             auth.log_event("login_throttled", address=address, retry_after=exc.retry_after)
             raise
-        sid, refresh_token = self.c.sessions.open(user["id"])
+        sid, refresh_token, session_end = self.c.sessions.open(user["id"])
         auth.log_event("login_succeeded", user_id=user["id"], sid=sid, address=address)
-        return user, sid, refresh_token
+        return user, sid, refresh_token, session_end
 
     def _refresh_grant(self, req: falcon.Request, params: dict[str, Any]):
         (presented,) = self._require(params, "refresh_token")
@@ -214,7 +214,7 @@ class Tokens:
             self.c.sessions.revoke(session["_id"])
             raise auth.InvalidGrant("The user of this session no longer exists")
         auth.log_event("token_refreshed", user_id=user["id"], sid=session["_id"], address=address)
-        return user, session["_id"], refresh_token
+        return user, session["_id"], refresh_token, session["expires_at"]
 
 
 class Revocation:
