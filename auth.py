@@ -512,11 +512,18 @@ class Accounts:
             self.store.set_password_hash(user["id"], self.hasher.hash(password))
         return user
 
-    def change_password(self, user_id: str, current: str, new: str) -> dict[str, Any]:
+    def change_password(
+        self, user_id: str, current: str, new: str, *, address: str
+    ) -> dict[str, Any]:
         """Replace the password after checking the current one; InvalidField otherwise."""
         user = self.store.find_user(user_id)
-        if user is None or not self.hasher.verify(user["password_hash"], current):
+        if user is None:
             raise InvalidField("current_password", "is incorrect")
+        # Guessing the current password with a stolen access token counts as failed logins.
+        self.throttle.attempt(user["username_key"], address)
+        if not self.hasher.verify(user["password_hash"], current):
+            raise InvalidField("current_password", "is incorrect")
+        self.throttle.succeeded(user["username_key"], address)
         new = self.check_password(new, user["username"], field="new_password")
         self.store.set_password_hash(user_id, self.hasher.hash(new))
         return user

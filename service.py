@@ -119,15 +119,16 @@ class Password:
         """Change the caller's password."""
         body = read_body(req, "PasswordChange")
         claims = req.context.claims
+        address = self.c.client_address(req)
         self.c.accounts.change_password(
-            claims["sub"], body["current_password"], body["new_password"]
+            claims["sub"], body["current_password"], body["new_password"], address=address
         )
         revoked = self.c.sessions.revoke_others(claims["sub"], keep_sid=claims["sid"])
         auth.log_event(
             "password_changed",
             user_id=claims["sub"],
             sid=claims["sid"],
-            address=self.c.client_address(req),
+            address=address,
             sessions_revoked=len(revoked),
         )
         resp.status = falcon.HTTP_204

@@ -286,3 +286,18 @@ def poll_until_refused(url: str, headers: dict, *, since: float) -> float:
             return time.monotonic() - since
         time.sleep(0.1)
     raise AssertionError(f"{url} still accepts a revoked token after {deadline - since:.1f} s")
+
+
+def test_guessing_the_current_password_is_throttled_like_logins(app):
+    register(app, "mallory-target")
+    token = login(app, "mallory-target").json["access_token"]
+    guess = {
+        "current_password": "not-the-password-at-all",
+        "new_password": "a-brand-new-passphrase-9",
+    }
+    for _ in range(5):
+        app.put_json("/users/me/password", guess, headers=bearer(token), status=422)
+    right = {"current_password": PASSWORD, "new_password": "a-brand-new-passphrase-9"}
+    answer = app.put_json("/users/me/password", right, headers=bearer(token), status=429)
+    assert int(answer.headers["Retry-After"]) > 0
+    assert answer.json["status"] == 429
