@@ -316,25 +316,6 @@ class Store:
         return {doc["_id"]: (doc["count"], doc["expires_at"]) for doc in docs}
 
     @_translated
-    def increment(self, key: str, *, now: dt.datetime, window: int) -> int:
-        """Atomically count one more event in the window of `key`; the new count."""
-        expires_at = now + dt.timedelta(seconds=window)
-        # A lapsed window that the TTL monitor has not removed yet starts over.
-        self.throttle.delete_one({"_id": key, "expires_at": {"$lte": now}})
-        for _ in range(2):
-            try:
-                doc = self.throttle.find_one_and_update(
-                    {"_id": key},
-                    {"$inc": {"count": 1}, "$setOnInsert": {"expires_at": expires_at}},
-                    upsert=True,
-                    return_document=ReturnDocument.AFTER,
-                )
-                return doc["count"]
-            except mongo_errors.DuplicateKeyError:
-                continue  # two first events raced on the upsert; the retry increments
-        raise Unavailable("throttle counter contention")
-
-    @_translated
     def take(self, key: str, *, now: dt.datetime, window: int, limit: int) -> bool:
         """Atomically count one more event under `key` unless `limit` is reached; False then."""
         expires_at = now + dt.timedelta(seconds=window)
