@@ -131,7 +131,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 class CpuMeter:
-    """CPU seconds that groups of processes spend while `measuring()` is open."""
+    """CPU seconds that groups of processes spend inside `measuring()` blocks, summed."""
 
     def __init__(self, groups: dict[str, Callable[[], list[int]]]) -> None:
         self.groups = groups
@@ -142,11 +142,12 @@ class CpuMeter:
 
     @contextlib.contextmanager
     def measuring(self) -> Iterator[None]:
-        """Record what each group spends inside the block into `spent`."""
+        """Add what each group spends inside the block to `spent`."""
         before = self._read()
         yield
         after = self._read()
-        self.spent = {name: after[name] - before[name] for name in self.groups}
+        for name in self.groups:
+            self.spent[name] = self.spent.get(name, 0.0) + after[name] - before[name]
 
 
 def peak_rss_bytes(pid: int) -> int:

@@ -43,6 +43,8 @@ class WrkResult:
     p99: float
     thread_requests_per_second: float
     errors: int  # non-2xx/3xx answers plus socket errors
+    # The latency at every 0.1 percentile (from bench/wrk.lua), for merging several runs.
+    quantiles: tuple[float, ...] = ()
 
     @property
     def error_share(self) -> float:
@@ -65,6 +67,7 @@ def parse_wrk(output: str) -> WrkResult:
     errors = int(non_2xx[1]) if non_2xx else 0
     if sockets:
         errors += sum(int(n) for n in sockets.groups())
+    grid = re.search(r"^latency quantiles us: ([0-9 ]+)$", output, re.MULTILINE)
     return WrkResult(
         requests=int(total[1]),
         duration=seconds(total[2]),
@@ -73,7 +76,48 @@ def parse_wrk(output: str) -> WrkResult:
         p99=seconds(percentiles["99"]),
         thread_requests_per_second=count(thread_rate[1]),
         errors=errors,
+        quantiles=tuple(int(us) * 1e-6 for us in grid[1].split()) if grid else (),
     )
+
+
+def combine(results: Sequence[WrkResult]) -> WrkResult:
+    """One result for several runs of the same row: totals summed, latencies merged."""
+    requests = sum(r.requests for r in results)
+    duration = sum(r.duration for r in results)
+    return WrkResult(
+        requests=requests,
+        duration=duration,
+        requests_per_second=requests / duration if duration else 0.0,
+        p50=_merged(results, 50, "p50"),
+        p99=_merged(results, 99, "p99"),
+        thread_requests_per_second=statistics.fmean(r.thread_requests_per_second for r in results),
+        errors=sum(r.errors for r in results),
+    )
+
+
+def _merged(results: Sequence[WrkResult], percent: float, field: str) -> float:
+    if all(r.quantiles for r in results):
+        return merged_percentile(results, percent)
+    # Without grids (plain --latency output), the request-weighted mean is the best guess.
+    total = sum(r.requests for r in results)
+    return sum(getattr(r, field) * r.requests for r in results) / total if total else 0.0
+
+
+def merged_percentile(results: Sequence[WrkResult], percent: float) -> float:
+    """The latency under which `percent` of all the runs' requests finished.
+
+    Each run stands for its requests spread evenly over its grid of quantiles.
+    """
+    points = sorted(
+        (latency, r.requests / len(r.quantiles)) for r in results for latency in r.quantiles
+    )
+    wanted = sum(weight for _, weight in points) * percent / 100
+    passed = 0.0
+    for latency, weight in points:
+        passed += weight
+        if passed >= wanted * (1 - 1e-12):
+            return latency
+    return points[-1][0] if points else 0.0
 
 
 # -- goals ------------------------------------------------------------------------------
@@ -199,7 +243,8 @@ CEILINGED = ("verify", "me", "page")
 class Run:
     """Everything one pass of the benchmark measured."""
 
-    results: dict[str, WrkResult]  # "verify", "verify ceiling", ..., "login", "mixed"
+    # "verify", "verify ceiling", ..., "login", "verify alone", "mixed"
+    results: dict[str, WrkResult]
     hash_seconds: float  # one argon2id hash at the service's parameters
     cores: int
     peak_rss_bytes: int  # the largest VmHWM among the service's workers
@@ -230,14 +275,17 @@ def build_rows(run: Run) -> list[Row]:
             note=f"{run.cores} cores / {run.hash_seconds * 1000:.1f} ms per argon2id hash",
         )
     )
-    mixed, verify = run.results["mixed"], run.results["verify"]
+    # The mixed row takes turns with verify alone; an older run compares with the verify row.
+    mixed = run.results["mixed"]
+    alone = run.results.get("verify alone", run.results["verify"])
     rows.append(
         _judged(
             "mixed",
             mixed,
-            ratio(mixed.requests_per_second, verify.requests_per_second),
+            ratio(mixed.requests_per_second, alone.requests_per_second),
             cpu("mixed"),
-            note=f"verify beside {run.paced_logins_per_second:.1f} logins/s; ratio to verify row",
+            note=f"verify beside {run.paced_logins_per_second:.1f} logins/s; "
+            f"ratio to verify alone ({alone.requests_per_second:,.0f}/s)",
         )
     )
     rows.append(
@@ -289,6 +337,7 @@ def median_run(runs: Sequence[Run]) -> Run:
             **{
                 field.name: _median([getattr(r.results[name], field.name) for r in runs])
                 for field in dataclasses.fields(WrkResult)
+                if field.name != "quantiles"
             }
         )
         for name in runs[0].results

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
 import importlib.metadata
 import json
@@ -17,10 +18,12 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from bench import report
-from bench.load import LOGIN_SCRIPT, Load, LoginPacer, run_wrk
+from bench.load import Load, LoginPacer, run_wrk
 from bench.processes import BIN, ROOT, CpuMeter, Gunicorn, peak_rss_bytes
 from bench.seed import PASSWORD, Seeded, seed
 
@@ -40,7 +43,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line options; the defaults are what `make bench` runs."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--duration", type=float, default=8.0, help="seconds measured per row")
-    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per row")
+    parser.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up per row")
+    parser.add_argument("--slices", type=int, default=4, help="wrk runs a row is split into")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--runs", type=int, default=1, help="runs; the table shows medians")
@@ -67,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # `kill` must clean up as Ctrl-C does: SystemExit unwinds every finally below.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    load = Load(args.duration, args.warmup, args.connections, args.threads)
+    load = Load(args.duration, args.warmup, args.connections, args.threads, args.slices)
     loads_seen = [read_loadavg()]
     runs = []
     for number in range(1, args.runs + 1):
@@ -129,8 +133,20 @@ def service_env(mongodb_uri: str, data_dir: Path) -> dict[str, str]:
     return env
 
 
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """One row's load: a server, a path, wrk's options, and what else runs meanwhile."""
+
+    name: str
+    server: Gunicorn
+    path: str
+    headers: tuple[str, ...] = ()
+    env: dict[str, str] = dataclasses.field(default_factory=dict)
+    alongside: Callable[[], AbstractContextManager] = contextlib.nullcontext
+
+
 class Rows:
-    """Loads rows one at a time, keeping each row's figures and CPU time per request."""
+    """Loads rows in interleaved slices, keeping each row's figures and CPU per request."""
 
     def __init__(self, load: Load, database_pid: int) -> None:
         self.load = load
@@ -138,17 +154,39 @@ class Rows:
         self.results: dict[str, report.WrkResult] = {}
         self.cpu: dict[str, tuple[float, float]] = {}
 
-    def run(self, name: str, server: Gunicorn, path: str, **wrk_options) -> None:
-        """Load `server` at `path` (warm-up, then the measured run) and record the row."""
-        meter = CpuMeter({"server": server.pids, "database": lambda: [self.database_pid]})
-        result = run_wrk(server.base + path, self.load, measuring=meter.measuring, **wrk_options)
+    def interleave(self, *targets: Target, before_slice: Callable[[], object] = lambda: None):
+        """Warm each target up, then run their slices in turn: A B B A A B B A."""
+        # Taking turns, a change in the machine's load, or in how wrk's connections happen to
+        # spread over the workers (each slice connects anew), hits every target alike.
+        meters = {t.name: self._meter(t.server) for t in targets}
+        slices: dict[str, list[report.WrkResult]] = {t.name: [] for t in targets}
+        for target in targets:
+            if self.load.warmup > 0:
+                self._wrk(target, self.load.warmup)
+        for number in range(self.load.slices):
+            for target in targets if number % 2 == 0 else reversed(targets):
+                before_slice()
+                with meters[target.name].measuring(), target.alongside():
+                    slices[target.name].append(self._wrk(target, self.load.slice_seconds))
+        for target in targets:
+            self._record(target.name, report.combine(slices[target.name]), meters[target.name])
+
+    def _meter(self, server: Gunicorn) -> CpuMeter:
+        return CpuMeter({"server": server.pids, "database": lambda: [self.database_pid]})
+
+    def _wrk(self, target: Target, seconds: float) -> report.WrkResult:
+        url = target.server.base + target.path
+        return run_wrk(url, self.load, seconds, headers=target.headers, env=target.env)
+
+    def _record(self, name: str, result: report.WrkResult, meter: CpuMeter) -> None:
         requests = max(1, result.requests)
         self.results[name] = result
         self.cpu[name] = (meter.spent["server"] / requests, meter.spent["database"] / requests)
         server_ms, database_ms = (seconds * 1000 for seconds in self.cpu[name])
         print(
-            f"  {name:<15} {result.requests_per_second:8.1f} req/s  p50 {result.p50 * 1000:7.2f} ms"
-            f"  p99 {result.p99 * 1000:7.2f} ms  errors {result.errors}"
+            f"  {name:<18} {result.requests_per_second:8.1f} req/s"
+            f"  p50 {result.p50 * 1000:7.2f} ms  p99 {result.p99 * 1000:7.2f} ms"
+            f"  errors {result.errors}"
             f"  CPU/request: server {server_ms:.2f} ms, database {database_ms:.2f} ms",
             flush=True,
         )
@@ -157,26 +195,30 @@ class Rows:
 def measure(
     service: Gunicorn, ceiling: Gunicorn, database_pid: int, seeded: Seeded, load: Load
 ) -> report.Run:
-    """Every row, each project row right beside its ceiling."""
-    bearer = f"Authorization: Bearer {seeded.user_token}"
+    """Every row, each project row interleaved with its ceiling."""
+    bearer = (f"Authorization: Bearer {seeded.user_token}",)
     check_same_bodies(service.base, ceiling.base, seeded)
     rows = Rows(load, database_pid)
     for name, path, ceiling_path in PAIRED_ROWS:
-        rows.run(f"{name} ceiling", ceiling, ceiling_path.format(user_id=seeded.user_id))
-        rows.run(name, service, path, headers=[bearer])
-    hash_seconds = argon2_hash_seconds()
-    login_env = {"BENCH_LOGIN_BODIES": "\n".join(seeded.login_bodies)}
-    rows.run("login", service, "/auth/token", script=LOGIN_SCRIPT, env=login_env)
+        rows.interleave(
+            Target(f"{name} ceiling", ceiling, ceiling_path.format(user_id=seeded.user_id)),
+            Target(name, service, path, bearer),
+        )
+    hash_times: list[float] = []
+    logins = {"BENCH_LOGIN_BODIES": "\n".join(seeded.login_bodies)}
+    rows.interleave(
+        Target("login", service, "/auth/token", env=logins),
+        before_slice=lambda: hash_times.extend(argon2_hash_times()),
+    )
     pacer = LoginPacer(service.base, seeded.login_bodies, rate=MIXED_LOGIN_RATE)
-    pacer.start()
-    try:
-        rows.run("mixed", service, "/auth/verify", headers=[bearer])
-    finally:
-        pacer.stop()
+    rows.interleave(
+        Target("verify alone", service, "/auth/verify", bearer),
+        Target("mixed", service, "/auth/verify", bearer, alongside=pacer.running),
+    )
     print(f"  paced logins: {pacer.achieved_rate:.1f}/s, {pacer.failed} failed", flush=True)
     return report.Run(
         results=rows.results,
-        hash_seconds=hash_seconds,
+        hash_seconds=statistics.median(hash_times),
         cores=os.cpu_count() or 1,
         peak_rss_bytes=max(peak_rss_bytes(pid) for pid in service.worker_pids()),
         paced_logins_per_second=pacer.achieved_rate,
@@ -203,18 +245,18 @@ def get_json(url: str, token: str | None = None) -> object:
         return json.loads(answer.read())
 
 
-def argon2_hash_seconds(samples: int = 15) -> float:
-    """The median time of one argon2id verification at the service's parameters."""
+def argon2_hash_times(samples: int = 6) -> list[float]:
+    """Times of single argon2id verifications at the service's parameters, in this process."""
     from passwords import PasswordHasher
 
     hasher = PasswordHasher()
     password_hash = hasher.hash(PASSWORD)
     times = []
-    for _ in range(samples + 2):
+    for _ in range(samples):
         began = time.perf_counter()
         hasher.verify(password_hash, PASSWORD)
         times.append(time.perf_counter() - began)
-    return statistics.median(times[2:])  # the first two warm the allocator
+    return times
 
 
 # -- the record of the run --------------------------------------------------------------
@@ -255,8 +297,9 @@ def describe(args: argparse.Namespace, load: Load, loads: list[str], runs: int) 
             f"- machine: {os.cpu_count()} cores, {platform.machine()}, {versions()}",
             f"- gunicorn: {gunicorn_settings(args.gunicorn_arg)}",
             f"- extra environment: {' '.join(args.env) or 'none'}",
-            f"- load: wrk {load.threads} threads, {load.connections} connections, "
-            f"{load.warmup:g} s warm-up + {load.duration:g} s per row",
+            f"- load: wrk {load.threads} threads, {load.connections} connections; per row "
+            f"{load.warmup:g} s warm-up, then {load.slices} x {load.slice_seconds} s measured, "
+            "taking turns with its ceiling",
             f"- machine load (1/5/15 min) before and after each run: {' | '.join(loads)}",
             "",
         ]

@@ -1,5 +1,7 @@
 """The benchmark's own arithmetic: wrk output, ratios and goals (no timing is asserted)."""
 
+import dataclasses
+
 import pytest
 
 from bench import report
@@ -159,3 +161,37 @@ def test_table_has_one_line_per_row_and_the_verdicts():
     assert len(lines) == 2 + 10
     assert "| NOT met |" in table and "| met |" in table
     assert "| 26.00 + 12.00 ms |" in table
+
+
+def test_parses_the_quantile_grid_of_bench_wrk_lua():
+    grid = " ".join(str(us) for us in range(1, 1001))
+    result = report.parse_wrk(WRK_OUTPUT + f"latency quantiles us: {grid}\n")
+    assert len(result.quantiles) == 1000
+    assert result.quantiles[0] == pytest.approx(1e-6)
+    assert result.quantiles[-1] == pytest.approx(1e-3)
+
+
+def _sliced(requests: int, latency_us: int) -> report.WrkResult:
+    return dataclasses.replace(
+        _result(requests / 2.0),
+        requests=requests,
+        duration=2.0,
+        quantiles=tuple([latency_us * 1e-6] * 1000),
+    )
+
+
+def test_combine_sums_totals_and_merges_latencies_by_requests():
+    fast, slow = _sliced(9000, 1000), _sliced(1000, 50_000)
+    combined = report.combine([fast, slow])
+    assert combined.requests == 10_000
+    assert combined.duration == pytest.approx(4.0)
+    assert combined.requests_per_second == pytest.approx(2500)
+    assert combined.p50 == pytest.approx(0.001)
+    assert combined.p99 == pytest.approx(0.050)  # the slowest 10% of requests are the slow run's
+    assert report.merged_percentile([fast, slow], 90) == pytest.approx(0.001)
+
+
+def test_combine_without_grids_weights_percentiles_by_requests():
+    a = dataclasses.replace(_result(100.0, p99=0.010), requests=300)
+    b = dataclasses.replace(_result(100.0, p99=0.030), requests=100)
+    assert report.combine([a, b]).p99 == pytest.approx(0.015)
