@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
+import os
+import threading
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 
 import argon2
@@ -15,6 +19,32 @@ MAX_LENGTH = 256
 OWASP_TIME_COST = 2
 OWASP_MEMORY_COST = 19 * 1024
 OWASP_PARALLELISM = 1
+
+# argon2 takes its 19 MiB from the malloc arena of the thread that hashes, and glibc keeps the
+# freed block in that arena: hashing on any of gunicorn's 8 threads, a worker came to hold
+# 205 MiB (make bench). On a pool of its own it holds one block, 72 MiB in all, and logins
+# per second did not drop while workers x HASH_THREADS covers the cores (BENCHMARKS.md).
+HASH_THREADS = 1
+_pool: concurrent.futures.ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _on_hashing_thread(function: Callable[..., object], *args: object):
+    """Run an argon2 call on the process's hashing pool and wait for its result."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = concurrent.futures.ThreadPoolExecutor(HASH_THREADS, "argon2")
+    return _pool.submit(function, *args).result()
+
+
+def _forget_pool() -> None:
+    # A forked child has none of its parent's threads: it starts a pool of its own.
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool)
 
 
 class PolicyError(ValueError):
@@ -64,18 +94,19 @@ class PasswordHasher:
             type=argon2.Type.ID,
         )
         # Verified against for unknown users, so that they cost what a wrong password costs.
-        self._dummy_hash = self._hasher.hash("tokenauth dummy password for unknown users")
+        self._dummy_hash = self.hash("tokenauth dummy password for unknown users")
 
     def hash(self, password: str) -> str:
         """The PHC string of a new hash."""
-        return self._hasher.hash(normalize(password))
+        return _on_hashing_thread(self._hasher.hash, normalize(password))
 
     def verify(self, password_hash: str | None, password: str) -> bool:
         """True when the password matches; a None hash costs the same and is False."""
         try:
-            return self._hasher.verify(password_hash or self._dummy_hash, normalize(password)) and (
-                password_hash is not None
+            matches = _on_hashing_thread(
+                self._hasher.verify, password_hash or self._dummy_hash, normalize(password)
             )
+            return matches and password_hash is not None
         except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError):
             return False
 
