@@ -331,10 +331,6 @@ def test_invalid_person_update_is_422_naming_the_field(world, body, fields):
         ({"current_password": {"$ne": None}, "new_password": "x" * 20}, {"current_password"}),
         ({"current_password": PASSWORD, "new_password": {"$ne": None}}, {"new_password"}),
         ({"current_password": PASSWORD}, {"new_password"}),
-        (
-            {"current_password": "not-the-password-at-all", "new_password": "x" * 20},
-            {"current_password"},
-        ),
         ({"current_password": PASSWORD, "new_password": "short-one"}, {"new_password"}),
         ({"current_password": PASSWORD, "new_password": "mailcreated5240"}, {"new_password"}),
         ({"current_password": PASSWORD, "new_password": "x" * 20, "user_id": "x"}, {"user_id"}),
@@ -345,6 +341,22 @@ def test_invalid_password_change_is_422_naming_the_field(world, body, fields):
     problem = assert_problem(answer, 422)
     assert {error["field"] for error in problem["errors"]} == fields
     world.assert_unchanged()
+
+
+def test_wrong_current_password_is_422_and_counts_as_a_failed_login(world):
+    body = {"current_password": "not-the-password-at-all", "new_password": "x" * 20}
+    try:
+        answer = world.send(
+            "PUT", "/users/me/password", json.dumps(body).encode(), JSON_TYPE, "user"
+        )
+        problem = assert_problem(answer, 422)
+        assert {error["field"] for error in problem["errors"]} == {"current_password"}
+        assert list(world.db.users.find()) == world.before["users"]
+        # A guess at the current password is a failed authentication: the throttle counts it.
+        counter = world.db.throttle.find_one({"_id": "login:account:alice"})
+        assert counter["count"] == 1
+    finally:
+        world.restore()
 
 
 @pytest.mark.parametrize(
