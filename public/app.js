@@ -403,7 +403,8 @@
     } catch (err) {
       done();
       if (err.status === 409) {
-        const fields = err.fields.length ? err.fields : [{ field: 'username', message: 'That username is taken. Choose another one.' }];
+        // The service names the field; the sentence is the client's, friendlier than its message.
+        const fields = [{ field: 'username', message: 'That username is taken. Choose another one.' }];
         reportFormError(form, Object.assign(err, { fields }), { summary: 'That username is taken.' });
       } else {
         reportFormError(form, err, { fallbackField: 'username' });
