@@ -37,7 +37,9 @@ def utcnow() -> dt.datetime:
 
 def log_event(event: str, **fields: Any) -> None:
     """One JSON line per auth event; callers pass ids and addresses, never secrets."""
-    events_log.info(json.dumps({"event": event, **fields}, default=str, sort_keys=True))
+    time = utcnow().isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    line = {"event": event, "time": time, **fields}
+    events_log.info(json.dumps(line, default=str, sort_keys=True))
 
 
 # -- errors -----------------------------------------------------------------------------
