@@ -90,6 +90,7 @@ class LoginPacer:
         self._lock = threading.Lock()
         self.succeeded = 0
         self.failed = 0
+        self.latencies: list[float] = []
         self.seconds = 0.0  # time spent running, over every `running()` block
 
     @contextlib.contextmanager
@@ -111,6 +112,11 @@ class LoginPacer:
                 worker.join(timeout=15)
             self.seconds += time.monotonic() - started
 
+    def latency(self, percent: float) -> float:
+        """A percentile of the logins' latencies, in seconds."""
+        ordered = sorted(self.latencies) or [0.0]
+        return ordered[min(len(ordered) - 1, int(len(ordered) * percent / 100))]
+
     @property
     def achieved_rate(self) -> float:
         """Successful logins per second while running."""
@@ -128,12 +134,14 @@ class LoginPacer:
             client.close()
 
     def _login(self, client: Client, body: dict) -> None:
+        began = time.monotonic()
         try:
             status, _ = client.request("POST", "/auth/token", body)
         except (OSError, http.client.HTTPException):
             client.close()  # the next request opens a fresh connection
             status = 0
         with self._lock:
+            self.latencies.append(time.monotonic() - began)
             if status == 200:
                 self.succeeded += 1
             else:

@@ -215,7 +215,11 @@ def measure(
         Target("verify alone", service, "/auth/verify", bearer),
         Target("mixed", service, "/auth/verify", bearer, alongside=pacer.running),
     )
-    print(f"  paced logins: {pacer.achieved_rate:.1f}/s, {pacer.failed} failed", flush=True)
+    print(
+        f"  paced logins: {pacer.achieved_rate:.1f}/s, {pacer.failed} failed,"
+        f" p50 {pacer.latency(50) * 1000:.0f} ms, p99 {pacer.latency(99) * 1000:.0f} ms",
+        flush=True,
+    )
     return report.Run(
         results=rows.results,
         hash_seconds=statistics.median(hash_times),
