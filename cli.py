@@ -7,6 +7,7 @@ import sys
 
 import auth
 import store as store_module
+import throttle
 from config import Config, ConfigError
 from keys import KeyRing
 from passwords import PasswordHasher
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             accounts = auth.Accounts(
                 store,
                 PasswordHasher(),
-                auth.LoginThrottle(store, max_failures=1, window=1),
+                throttle.LoginThrottle(store, max_failures=1, window=1),
                 password_min_length=config.password_min_length,
             )
             roles = ("user", "admin") if args.admin else ("user",)

@@ -17,6 +17,7 @@ import falcon
 import auth
 import openapi
 import store as store_module
+import throttle
 
 log = logging.getLogger("tokenauth")
 
@@ -112,7 +113,7 @@ def handle_invalid_field(req, resp, error: auth.InvalidField, params) -> None:
     raise InvalidFields([(error.field, error.message)])
 
 
-def handle_throttled(req, resp, error: auth.Throttled, params) -> None:
+def handle_throttled(req, resp, error: throttle.Throttled, params) -> None:
     """Too many attempts: 429 with Retry-After."""
     raise falcon.HTTPTooManyRequests(
         description=f"Too many attempts; try again in {error.retry_after} seconds",

@@ -1,0 +1,248 @@
+"""The OAuth 2 endpoints: token, revocation, introspection, metadata and the key set."""
+
+# RFC 6749 (token), 7009 (revocation), 7662 (introspection), 8414 (metadata), 7517 (JWKS).
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import falcon
+
+import auth
+import openapi
+import throttle
+from web import JSON, OAuthError, no_store, read_body
+
+if TYPE_CHECKING:
+    from service import Components
+
+
+def require_admin(req, resp, resource, params) -> None:
+    """Falcon hook: the caller must hold the admin role."""
+    auth.require_role(req, "admin")
+
+
+class Tokens:
+    """POST /auth/token: the RFC 6749 token endpoint (password and refresh_token grants)."""
+
+    auth = None
+
+    def __init__(self, c: Components) -> None:
+        self.c = c
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Exchange credentials or a refresh token for tokens."""
+        params = self._params(req)
+        grant = params.get("grant_type")
+        try:
+            if grant == "password":
+                user, sid, refresh_token, session_end = self._password_grant(req, params)
+            elif grant == "refresh_token":
+                user, sid, refresh_token, session_end = self._refresh_grant(req, params)
+            else:
+                raise OAuthError(
+                    400, "unsupported_grant_type", "grant_type must be password or refresh_token"
+                )
+        except auth.InvalidGrant as exc:
+            raise OAuthError(400, "invalid_grant", exc.description) from None
+        access_token, claims = self.c.tokens.issue(user=user, sid=sid, not_after=session_end)
+        no_store(resp)
+        resp.media = {
+            "access_token": access_token,
+            "token_type": "Bearer",
+            "expires_in": claims["exp"] - claims["iat"],
+            "refresh_token": refresh_token,
+        }
+
+    def _params(self, req: falcon.Request) -> dict[str, Any]:
+        media_type = (req.content_type or "").split(";")[0].strip().lower()
+        try:
+            body = read_body(req, "TokenRequest", form=True)
+        except openapi.InvalidBody as first:
+            exc = first
+            if media_type == JSON and isinstance(req.get_media(), dict):
+                body = dict(req.get_media())
+                if "grant_type" not in body:  # the contract: JSON without grant_type is password
+                    body["grant_type"] = "password"
+                    try:
+                        return openapi.validate(body, "TokenRequest")
+                    except openapi.InvalidBody as again:
+                        exc = again
+            field, message = exc.errors[0]
+            if field == "grant_type" and "must be one of" in message:
+                raise OAuthError(400, "unsupported_grant_type", f"{field} {message}") from None
+            raise OAuthError(400, "invalid_request", f"{field} {message}") from None
+        return body
+
+    def _require(self, params: dict[str, Any], *names: str) -> list[str]:
+        missing = [n for n in names if not params.get(n)]
+        if missing:
+            listed = " and ".join(missing)
+            verb = "are" if len(missing) > 1 else "is"
+            raise OAuthError(400, "invalid_request", f"{listed} {verb} required")
+        return [params[n] for n in names]
+
+    def _password_grant(self, req: falcon.Request, params: dict[str, Any]):
+        username, password = self._require(params, "username", "password")
+        address = self.c.client_address(req)
+        try:
+            user = self.c.accounts.authenticate(username, password, address=address)
+        except throttle.Throttled as exc:
+            auth.log_event("login_throttled", address=address, retry_after=exc.retry_after)
+            raise
+        sid, refresh_token, session_end = self.c.sessions.open(user["id"])
+        auth.log_event("login_succeeded", user_id=user["id"], sid=sid, address=address)
+        return user, sid, refresh_token, session_end
+
+    def _refresh_grant(self, req: falcon.Request, params: dict[str, Any]):
+        (presented,) = self._require(params, "refresh_token")
+        address = self.c.client_address(req)
+        session, refresh_token = self.c.sessions.rotate(presented, address=address)
+        user = self.c.store.find_user(session["user_id"])
+        if user is None:
+            self.c.sessions.revoke(session["_id"])
+            raise auth.InvalidGrant("The user of this session no longer exists")
+        auth.log_event("token_refreshed", user_id=user["id"], sid=session["_id"], address=address)
+        return user, session["_id"], refresh_token, session["expires_at"]
+
+
+class Revocation:
+    """POST /auth/revoke: RFC 7009, always 200 for a well-formed request."""
+
+    auth = None
+
+    def __init__(self, c: Components) -> None:
+        self.c = c
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Revoke a refresh token's session, or one access token."""
+        token = _token_param(req)
+        session = self.c.sessions.session_of(token)
+        if session is not None:
+            self.c.sessions.revoke(session["_id"])
+            auth.log_event(
+                "session_revoked",
+                sid=session["_id"],
+                user_id=session["user_id"],
+                address=self.c.client_address(req),
+            )
+        else:
+            try:
+                claims = self.c.tokens.verify(token)
+            except auth.InvalidToken:
+                claims = None  # RFC 7009 §2.2: invalid tokens do not cause an error
+            if claims is not None:
+                self.c.revocations.revoke_access_token(claims)
+                auth.log_event(
+                    "access_token_revoked",
+                    sid=claims["sid"],
+                    user_id=claims["sub"],
+                    address=self.c.client_address(req),
+                )
+        no_store(resp)
+        resp.status = falcon.HTTP_200
+
+
+def _token_param(req: falcon.Request) -> str:
+    try:
+        body = read_body(req, "TokenRef", form=True)
+    except openapi.InvalidBody as exc:
+        field, message = exc.errors[0]
+        raise OAuthError(400, "invalid_request", f"{field} {message}") from None
+    return body["token"]
+
+
+class Introspection:
+    """POST /auth/introspect: RFC 7662, for admins."""
+
+    def __init__(self, c: Components) -> None:
+        self.c = c
+
+    @falcon.before(require_admin)
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Whether a token is active, and whose it is."""
+        token = _token_param(req)
+        no_store(resp)
+        resp.media = self._refresh_state(token) or self._access_state(token) or {"active": False}
+
+    def _refresh_state(self, token: str) -> dict[str, Any] | None:
+        session = self.c.sessions.session_of(token)
+        if session is None:
+            return None
+        stored = self.c.store.find_refresh_token(auth._token_hash(token))
+        now = self.c.clock()
+        if stored["used"] or "revoked_at" in session or session["expires_at"] <= now:
+            return {"active": False}
+        user = self.c.store.find_user(session["user_id"])
+        if user is None:
+            return {"active": False}
+        return {
+            "active": True,
+            "token_type": "refresh_token",
+            "sub": user["id"],
+            "username": user["username"],
+            "roles": user["roles"],
+            "sid": session["_id"],
+            "iat": int(session["created_at"].timestamp()),
+            "exp": int(session["expires_at"].timestamp()),
+            "iss": self.c.config.issuer,
+        }
+
+    def _access_state(self, token: str) -> dict[str, Any] | None:
+        try:
+            claims = self.c.tokens.verify(token)
+        except auth.InvalidToken:
+            return None
+        if self.c.revocations.is_revoked(claims):
+            return {"active": False}
+        return {
+            "active": True,
+            "token_type": "access_token",
+            **{
+                k: claims[k]
+                for k in ("sub", "username", "roles", "exp", "iat", "sid", "jti", "iss", "aud")
+            },
+        }
+
+
+class Jwks:
+    """GET /.well-known/jwks.json."""
+
+    auth = None
+
+    def __init__(self, c: Components) -> None:
+        self.c = c
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """The public keys that still verify."""
+        resp.set_header("Cache-Control", "public, max-age=60")
+        resp.media = self.c.keyring.jwks()
+
+
+class Metadata:
+    """GET /.well-known/oauth-authorization-server (RFC 8414)."""
+
+    auth = None
+
+    def __init__(self, c: Components) -> None:
+        self.c = c
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Where the endpoints are and what they support."""
+        issuer = self.c.config.issuer.rstrip("/")
+        resp.media = {
+            "issuer": self.c.config.issuer,
+            "token_endpoint": f"{issuer}/auth/token",
+            "jwks_uri": f"{issuer}/.well-known/jwks.json",
+            "revocation_endpoint": f"{issuer}/auth/revoke",
+            "introspection_endpoint": f"{issuer}/auth/introspect",
+            "grant_types_supported": ["password", "refresh_token"],
+            "response_types_supported": [],
+            "token_endpoint_auth_methods_supported": ["none"],
+            "revocation_endpoint_auth_methods_supported": ["none"],
+            "introspection_endpoint_auth_methods_supported": ["bearer"],
+            "revocation_endpoint_auth_signing_alg_values_supported": [],
+            "token_endpoint_auth_signing_alg_values_supported": [],
+            "id_token_signing_alg_values_supported": [],
+            "access_token_signing_alg_values_supported": [self.c.config.signing_alg],
+        }

@@ -1,0 +1,108 @@
+"""Throttling: counters of attempts in MongoDB, shared by every worker and instance."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+
+import store as store_module
+
+Clock = Callable[[], dt.datetime]
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Throttled(Exception):
+    """Too many attempts; try again after `retry_after` seconds."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"retry after {retry_after} s")
+        self.retry_after = retry_after
+
+
+class LoginThrottle:
+    """Counters of failed logins in MongoDB, shared by every worker and instance."""
+
+    ACCOUNT_LIMIT = 100  # failures per account per hour from all addresses (OWASP ASVS 2.2.1)
+    ACCOUNT_WINDOW = 3600
+
+    def __init__(
+        self,
+        store: store_module.Store,
+        *,
+        max_failures: int,
+        window: int,
+        clock: Clock = _utcnow,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        # (key prefix, limit, window): the pair, the account, and the address across accounts.
+        self.max_failures = max_failures
+        self.window = window
+        self.address_limit = max(50, 10 * max_failures)
+
+    def _limits(self, username_key: str, address: str) -> list[tuple[str, int, int]]:
+        return [
+            (f"login:pair:{address}:{username_key}", self.max_failures, self.window),
+            (f"login:account:{username_key}", self.ACCOUNT_LIMIT, self.ACCOUNT_WINDOW),
+            (f"login:address:{address}", self.address_limit, self.window),
+        ]
+
+    def attempt(self, username_key: str, address: str) -> None:
+        """Count this attempt as a failure in advance; Throttled when any limit is reached."""
+        # Counted before the password is checked, in one atomic write per limit, so that
+        # concurrent attempts cannot all slip in under the limit.
+        now = self.clock()
+        limits = self._limits(username_key, address)
+        taken = []
+        for key, limit, window in limits:
+            if not self.store.take(key, now=now, window=window, limit=limit):
+                for earlier in taken:
+                    self.store.give_back(earlier)
+                raise Throttled(self._retry_after(limits, now))
+            taken.append(key)
+
+    def _retry_after(self, limits: list[tuple[str, int, int]], now: dt.datetime) -> int:
+        counts = self.store.counters([key for key, _, _ in limits], now=now)
+        waits = [
+            counts[key][1] - now
+            for key, limit, _ in limits
+            if key in counts and counts[key][0] >= limit
+        ]
+        longest = max(waits, default=dt.timedelta(seconds=1))
+        return max(1, int(longest.total_seconds() + 0.999))
+
+    def succeeded(self, username_key: str, address: str) -> None:
+        """The attempt was no failure; a right password also clears the pair's count."""
+        pair, account, spraying = (key for key, _, _ in self._limits(username_key, address))
+        self.store.reset_counter(pair)
+        self.store.give_back(account)
+        self.store.give_back(spraying)
+
+
+class RegistrationThrottle:
+    """At most `limit` registrations per client address per window."""
+
+    def __init__(
+        self,
+        store: store_module.Store,
+        *,
+        limit: int = 20,
+        window: int = 3600,
+        clock: Clock = _utcnow,
+    ):
+        self.store = store
+        self.limit = limit
+        self.window = window
+        self.clock = clock
+
+    def check_and_count(self, address: str) -> None:
+        """Count this registration attempt; Throttled once the limit is passed."""
+        now = self.clock()
+        key = f"register:address:{address}"
+        if not self.store.take(key, now=now, window=self.window, limit=self.limit):
+            _, expires_at = self.store.counter(key, now=now)
+            wait = (expires_at - now).total_seconds() if expires_at else 1
+            raise Throttled(max(1, int(wait + 0.999)))
