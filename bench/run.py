@@ -36,7 +36,6 @@ PAIRED_ROWS = (
     ("me", "/users/me", "/users/{user_id}"),
     ("page", "/persons?limit=50", "/persons?limit=50"),
 )
-MIXED_LOGIN_RATE = 20.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -210,7 +209,7 @@ def measure(
         Target("login", service, "/auth/token", env=logins),
         before_slice=lambda: hash_times.extend(argon2_hash_times()),
     )
-    pacer = LoginPacer(service.base, seeded.login_bodies, rate=MIXED_LOGIN_RATE)
+    pacer = LoginPacer(service.base, seeded.login_bodies, rate=report.MIXED_LOGIN_RATE)
     rows.interleave(
         Target("verify alone", service, "/auth/verify", bearer),
         Target("mixed", service, "/auth/verify", bearer, alongside=pacer.running),

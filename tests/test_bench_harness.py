@@ -140,6 +140,13 @@ def test_rows_with_errors_are_not_met():
     assert not rows["verify"].met
 
 
+def test_mixed_row_whose_logins_fell_short_is_not_met():
+    run = dataclasses.replace(_run(), paced_logins_per_second=15.0)
+    mixed = {row.name: row for row in report.build_rows(run)}["mixed"]
+    assert not mixed.met
+    assert "short of 20/s" in mixed.note
+
+
 def test_slow_mixed_and_large_memory_are_not_met():
     rows = {row.name: row for row in report.build_rows(_run(mixed_p99=0.060, rss_mib=120))}
     assert not rows["mixed"].met
