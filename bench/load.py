@@ -30,10 +30,14 @@ class Load:
     threads: int = 2
     slices: int = 4
 
-    @property
-    def slice_seconds(self) -> int:
-        """The length of one measured wrk run (wrk takes whole seconds)."""
-        return max(1, round(self.duration / self.slices))
+    # A slice shorter than this many request latencies would count too few completions: wrk
+    # waits one latency before the first, and drops the requests in flight when it stops.
+    LATENCIES_PER_SLICE = 20
+
+    def slices_for(self, latency: float) -> int:
+        """How many slices the duration splits into, for requests of this latency."""
+        fitting = int(self.duration // max(latency * self.LATENCIES_PER_SLICE, 1.0))
+        return max(1, min(self.slices, fitting))
 
 
 def wrk_command(url: str, load: Load, seconds: float, headers: Sequence[str] = ()) -> list[str]:

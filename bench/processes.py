@@ -150,6 +150,20 @@ class CpuMeter:
             self.spent[name] = self.spent.get(name, 0.0) + after[name] - before[name]
 
 
+def wait_until_idle(
+    pids: Callable[[], list[int]], *, busy: float = 0.1, timeout: float = 10.0
+) -> None:
+    """Wait until the processes use less than `busy` of a core (or `timeout` passes)."""
+    deadline = time.monotonic() + timeout
+    before = sum(map(cpu_seconds, pids()))
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        after = sum(map(cpu_seconds, pids()))
+        if after - before < busy * 0.2:
+            return
+        before = after
+
+
 def peak_rss_bytes(pid: int) -> int:
     """VmHWM of a process: the most resident memory it has held, in bytes."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -174,7 +174,7 @@ class Row:
     p50: float | None = None
     p99: float | None = None
     ratio: float | None = None
-    value: str = ""  # what the ratio column shows when it is not a ratio (memory)
+    peak_bytes: int | None = None  # the memory row shows this in the ratio column
     goal: Goal | None = None
     met: bool | None = None
     note: str = ""
@@ -205,7 +205,9 @@ def format_table(rows: Iterable[Row]) -> str:
     header += ["CPU/request: server + database", "note"]
     lines = [header]
     for row in rows:
-        shown_ratio = row.value or ("" if row.ratio is None else f"{row.ratio:.2f}")
+        shown_ratio = "" if row.ratio is None else f"{row.ratio:.2f}"
+        if row.peak_bytes is not None:
+            shown_ratio = f"{row.peak_bytes / MIB:.1f} MiB"
         lines.append(
             [
                 row.name,
@@ -297,7 +299,7 @@ def build_rows(run: Run) -> list[Row]:
     rows.append(
         Row(
             "memory",
-            value=f"{run.peak_rss_bytes / MIB:.1f} MiB",
+            peak_bytes=run.peak_rss_bytes,
             goal=GOALS["memory"],
             met=is_met(GOALS["memory"], peak_bytes=run.peak_rss_bytes),
             note="peak RSS (VmHWM) of the largest worker after the run",
@@ -336,31 +338,46 @@ def _plain(name: str, result: WrkResult, cpu: tuple[float, float] | None, note: 
     return Row(name, result.requests_per_second, result.p50, result.p99, note=note, cpu=cpu)
 
 
-def median_run(runs: Sequence[Run]) -> Run:
-    """A run whose every figure is the median of that figure over `runs`."""
-    results = {
-        name: WrkResult(
-            **{
-                field.name: _median([getattr(r.results[name], field.name) for r in runs])
-                for field in dataclasses.fields(WrkResult)
-                if field.name != "quantiles"
-            }
+def median_rows(runs: Sequence[Sequence[Row]]) -> list[Row]:
+    """The table of several runs: each figure the median of its row's, met when most were."""
+    table = []
+    for versions in zip(*runs, strict=True):
+        middle = sorted(versions, key=_row_order)[len(versions) // 2]
+        table.append(
+            dataclasses.replace(
+                middle,
+                requests_per_second=_median_of(versions, "requests_per_second"),
+                p50=_median_of(versions, "p50"),
+                p99=_median_of(versions, "p99"),
+                ratio=_median_of(versions, "ratio"),
+                peak_bytes=_median_of(versions, "peak_bytes"),
+                cpu=_median_cpu(versions),
+                met=None if middle.met is None else _median([row.met for row in versions]),
+            )
         )
-        for name in runs[0].results
-    }
-    return Run(
-        results=results,
-        hash_seconds=_median([r.hash_seconds for r in runs]),
-        cores=runs[0].cores,
-        peak_rss_bytes=int(_median([r.peak_rss_bytes for r in runs])),
-        paced_logins_per_second=_median([r.paced_logins_per_second for r in runs]),
-        cpu_per_request={
-            name: tuple(_median([r.cpu_per_request[name][i] for r in runs]) for i in (0, 1))
-            for name in runs[0].cpu_per_request
-        },
-    )
+    return table
+
+
+def _row_order(row: Row) -> float:
+    # The run standing in the middle lends the row its note (paced logins, errors).
+    for figure in (row.ratio, row.peak_bytes, row.requests_per_second):
+        if figure is not None:
+            return figure
+    return 0.0
+
+
+def _median_of(rows: Sequence[Row], field: str):
+    values = [getattr(row, field) for row in rows if getattr(row, field) is not None]
+    return _median(values) if values else None
+
+
+def _median_cpu(rows: Sequence[Row]) -> tuple[float, float] | None:
+    cpus = [row.cpu for row in rows if row.cpu is not None]
+    if not cpus:
+        return None
+    return (statistics.median(c[0] for c in cpus), statistics.median(c[1] for c in cpus))
 
 
 def _median(values: list):
     middle = statistics.median(values)
-    return type(values[0])(middle) if isinstance(values[0], int) else middle
+    return type(values[0])(middle) if isinstance(values[0], bool | int) else middle

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from bench import report
 from bench.load import Load, LoginPacer, run_wrk
-from bench.processes import BIN, ROOT, CpuMeter, Gunicorn, peak_rss_bytes
+from bench.processes import BIN, ROOT, CpuMeter, Gunicorn, peak_rss_bytes, wait_until_idle
 from bench.seed import PASSWORD, Seeded, seed
 
 LAST_TABLE = Path(__file__).resolve().parent / "last.md"
@@ -79,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         loads_seen.append(read_loadavg())
         if args.runs > 1:
             print(report.format_table(report.build_rows(runs[-1])), flush=True)
-    final = runs[0] if len(runs) == 1 else report.median_run(runs)
-    table = report.format_table(report.build_rows(final))
+    tables = [report.build_rows(run) for run in runs]
+    table = report.format_table(tables[0] if len(tables) == 1 else report.median_rows(tables))
     text = describe(args, load, loads_seen, len(runs)) + "\n" + table + "\n"
     print(text)
     args.output.write_text(text)
@@ -159,16 +159,29 @@ class Rows:
         # spread over the workers (each slice connects anew), hits every target alike.
         meters = {t.name: self._meter(t.server) for t in targets}
         slices: dict[str, list[report.WrkResult]] = {t.name: [] for t in targets}
-        for target in targets:
-            if self.load.warmup > 0:
-                self._wrk(target, self.load.warmup)
-        for number in range(self.load.slices):
+        latency = max((self._warm_up(target) for target in targets), default=0.0)
+        count = self.load.slices_for(latency)
+        for number in range(count):
             for target in targets if number % 2 == 0 else reversed(targets):
                 before_slice()
                 with meters[target.name].measuring(), target.alongside():
-                    slices[target.name].append(self._wrk(target, self.load.slice_seconds))
+                    slices[target.name].append(self._wrk(target, self.load.duration / count))
+                self._drain(target.server)
         for target in targets:
             self._record(target.name, report.combine(slices[target.name]), meters[target.name])
+
+    def _warm_up(self, target: Target) -> float:
+        """Warm the target up; its median latency (0 without a warm-up)."""
+        if self.load.warmup <= 0:
+            return 0.0
+        result = self._wrk(target, self.load.warmup)
+        self._drain(target.server)
+        return result.p50
+
+    def _drain(self, server: Gunicorn) -> None:
+        # wrk leaves requests in flight when it stops; the server finishes them regardless,
+        # and that work must not land in the next slice, which may be another target's.
+        wait_until_idle(lambda: [*server.pids(), self.database_pid])
 
     def _meter(self, server: Gunicorn) -> CpuMeter:
         return CpuMeter({"server": server.pids, "database": lambda: [self.database_pid]})
@@ -301,8 +314,8 @@ def describe(args: argparse.Namespace, load: Load, loads: list[str], runs: int) 
             f"- gunicorn: {gunicorn_settings(args.gunicorn_arg)}",
             f"- extra environment: {' '.join(args.env) or 'none'}",
             f"- load: wrk {load.threads} threads, {load.connections} connections; per row "
-            f"{load.warmup:g} s warm-up, then {load.slices} x {load.slice_seconds} s measured, "
-            "taking turns with its ceiling",
+            f"{load.warmup:g} s warm-up, then {load.duration:g} s measured in up to "
+            f"{load.slices} slices taking turns with its ceiling (fewer for slow requests)",
             f"- machine load (1/5/15 min) before and after each run: {' | '.join(loads)}",
             "",
         ]

@@ -5,6 +5,7 @@ import dataclasses
 import pytest
 
 from bench import report
+from bench.load import Load
 
 WRK_OUTPUT = """\
 Running 8s test @ http://127.0.0.1:40123/auth/verify
@@ -129,7 +130,7 @@ def test_rows_judge_each_goal():
     assert rows["login ceiling"].requests_per_second == pytest.approx(80.0)
     assert rows["login"].ratio == pytest.approx(0.75) and not rows["login"].met
     assert rows["mixed"].ratio == pytest.approx(0.6) and rows["mixed"].met
-    assert rows["memory"].met and rows["memory"].value == "80.0 MiB"
+    assert rows["memory"].met and rows["memory"].peak_bytes == 80 * report.MIB
     assert rows["verify ceiling"].met is None
 
 
@@ -153,12 +154,22 @@ def test_slow_mixed_and_large_memory_are_not_met():
     assert not rows["memory"].met
 
 
-def test_median_run_takes_each_figure_in_the_middle():
-    runs = [_run(verify=v, rss_mib=m) for v, m in ((900, 90), (700, 70), (800, 110))]
-    middle = report.median_run(runs)
-    assert middle.results["verify"].requests_per_second == 800
-    assert middle.peak_rss_bytes == 90 * report.MIB
-    assert middle.cpu_per_request["login"] == pytest.approx((0.026, 0.012))
+def test_median_rows_take_each_figure_in_the_middle_and_the_majority_verdict():
+    ceilings = (1000.0, 1000.0, 850.0)
+    runs = []
+    for verify, ceiling, rss_mib in zip((760, 1080, 680), ceilings, (90, 110, 120), strict=True):
+        run = _run(verify=verify, rss_mib=rss_mib)
+        run.results["verify ceiling"] = _result(ceiling)
+        runs.append(report.build_rows(run))
+    rows = {row.name: row for row in report.median_rows(runs)}
+    # Ratios 0.76, 1.08 and 0.80: their median, not median rate / median ceiling (0.76).
+    assert rows["verify"].ratio == pytest.approx(0.80)
+    assert rows["verify"].requests_per_second == 760
+    assert rows["verify"].met  # in two runs of three
+    assert rows["memory"].peak_bytes == 110 * report.MIB
+    assert not rows["memory"].met  # in one run of three
+    assert rows["login"].cpu == pytest.approx((0.026, 0.012))
+    assert rows["verify ceiling"].met is None
 
 
 def test_table_has_one_line_per_row_and_the_verdicts():
@@ -202,3 +213,10 @@ def test_combine_without_grids_weights_percentiles_by_requests():
     a = dataclasses.replace(_result(100.0, p99=0.010), requests=300)
     b = dataclasses.replace(_result(100.0, p99=0.030), requests=100)
     assert report.combine([a, b]).p99 == pytest.approx(0.015)
+
+
+@pytest.mark.parametrize(
+    ("latency", "slices"), [(0.002, 4), (0.100, 4), (0.150, 2), (0.450, 1), (0.900, 1)]
+)
+def test_slow_requests_get_fewer_longer_slices(latency, slices):
+    assert Load(duration=8.0, slices=4).slices_for(latency) == slices
