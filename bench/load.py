@@ -28,7 +28,7 @@ class Load:
     warmup: float = 1.0
     connections: int = 16
     threads: int = 2
-    slices: int = 4
+    slices: int = 8
 
     # A slice shorter than this many request latencies would count too few completions: wrk
     # waits one latency before the first, and drops the requests in flight when it stops.

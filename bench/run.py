@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--duration", type=float, default=8.0, help="seconds measured per row")
     parser.add_argument("--warmup", type=float, default=1.0, help="seconds of warm-up per row")
-    parser.add_argument("--slices", type=int, default=4, help="wrk runs a row is split into")
+    parser.add_argument("--slices", type=int, default=8, help="wrk runs a row is split into")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--runs", type=int, default=1, help="runs; the table shows medians")
