@@ -413,6 +413,7 @@ class Accounts:
         user = self.store.find_user_by_name(key)
         # Unknown users are verified against a dummy hash: same answer, same time.
         if not self.hasher.verify(user and user["password_hash"], password) or user is None:
+            self.throttle.failed(key, address)
             log_event("login_failed", address=address, user_id=user and user["id"])
             raise InvalidGrant("The username or password is incorrect")
         self.throttle.succeeded(key, address)
@@ -430,6 +431,7 @@ class Accounts:
         # Guessing the current password with a stolen access token counts as failed logins.
         self.throttle.attempt(user["username_key"], address)
         if not self.hasher.verify(user["password_hash"], current):
+            self.throttle.failed(user["username_key"], address)
             raise InvalidField("current_password", "is incorrect")
         self.throttle.succeeded(user["username_key"], address)
         new = self.check_password(new, user["username"], field="new_password")

@@ -336,11 +336,6 @@ class Store:
         raise Unavailable("throttle counter contention")
 
     @_translated
-    def give_back(self, key: str) -> None:
-        """Uncount one event taken under `key` (an attempt that turned out not to count)."""
-        self.throttle.update_one({"_id": key, "count": {"$gt": 0}}, {"$inc": {"count": -1}})
-
-    @_translated
     def reset_counter(self, key: str) -> None:
         """Forget the events counted under `key`."""
         self.throttle.delete_one({"_id": key})

@@ -51,21 +51,36 @@ class LoginThrottle:
         ]
 
     def attempt(self, username_key: str, address: str) -> None:
-        """Count this attempt as a failure in advance; Throttled when any limit is reached."""
-        # Counted before the password is checked, in one atomic write per limit, so that
-        # concurrent attempts cannot all slip in under the limit.
+        """Check every limit and reserve this attempt against the pair's; Throttled if reached."""
         now = self.clock()
         limits = self._limits(username_key, address)
-        taken = []
-        for key, limit, window in limits:
-            if not self.store.take(key, now=now, window=window, limit=limit):
-                for earlier in taken:
-                    self.store.give_back(earlier)
-                raise Throttled(self._retry_after(limits, now))
-            taken.append(key)
-
-    def _retry_after(self, limits: list[tuple[str, int, int]], now: dt.datetime) -> int:
         counts = self.store.counters([key for key, _, _ in limits], now=now)
+        if any(counts.get(key, (0,))[0] >= limit for key, limit, _ in limits):
+            raise Throttled(self._retry_after(limits, counts, now))
+        # The pair's limit is the tight one: it is counted in advance, in one atomic
+        # conditional write, so concurrent guesses cannot slip past it. The account and
+        # address limits are counted on failure only (a successful login then costs one
+        # read, one write and one delete), so in-flight attempts may pass them by a few.
+        pair, limit, window = limits[0]
+        if not self.store.take(pair, now=now, window=window, limit=limit):
+            raise Throttled(self._retry_after(limits, self.store.counters([pair], now=now), now))
+
+    def failed(self, username_key: str, address: str) -> None:
+        """A wrong password: count it against the account and the address too."""
+        now = self.clock()
+        for key, limit, window in self._limits(username_key, address)[1:]:
+            self.store.take(key, now=now, window=window, limit=limit)
+
+    def succeeded(self, username_key: str, address: str) -> None:
+        """A right password: the pair's count starts over."""
+        self.store.reset_counter(self._limits(username_key, address)[0][0])
+
+    @staticmethod
+    def _retry_after(
+        limits: list[tuple[str, int, int]],
+        counts: dict[str, tuple[int, dt.datetime]],
+        now: dt.datetime,
+    ) -> int:
         waits = [
             counts[key][1] - now
             for key, limit, _ in limits
@@ -73,13 +88,6 @@ class LoginThrottle:
         ]
         longest = max(waits, default=dt.timedelta(seconds=1))
         return max(1, int(longest.total_seconds() + 0.999))
-
-    def succeeded(self, username_key: str, address: str) -> None:
-        """The attempt was no failure; a right password also clears the pair's count."""
-        pair, account, spraying = (key for key, _, _ in self._limits(username_key, address))
-        self.store.reset_counter(pair)
-        self.store.give_back(account)
-        self.store.give_back(spraying)
 
 
 class RegistrationThrottle:
