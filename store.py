@@ -319,18 +319,22 @@ class Store:
     def take(self, key: str, *, now: dt.datetime, window: int, limit: int) -> bool:
         """Atomically count one more event under `key` unless `limit` is reached; False then."""
         expires_at = now + dt.timedelta(seconds=window)
-        self.throttle.delete_one({"_id": key, "expires_at": {"$lte": now}})
         for _ in range(3):
             try:
                 # Count and limit in one write: concurrent attempts can never pass the limit.
                 self.throttle.update_one(
-                    {"_id": key, "count": {"$lt": limit}},
+                    {"_id": key, "count": {"$lt": limit}, "expires_at": {"$gt": now}},
                     {"$inc": {"count": 1}, "$setOnInsert": {"expires_at": expires_at}},
                     upsert=True,
                 )
                 return True
             except mongo_errors.DuplicateKeyError:
-                # The key exists at its limit, or two first events raced on the upsert.
+                # At the limit, a lapsed window the TTL monitor has not removed yet, or two
+                # first events racing on the upsert: start a lapsed window over and retry.
+                if self.throttle.delete_one(
+                    {"_id": key, "expires_at": {"$lte": now}}
+                ).deleted_count:
+                    continue
                 if self.throttle.count_documents({"_id": key, "count": {"$gte": limit}}):
                     return False
         raise Unavailable("throttle counter contention")
