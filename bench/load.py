@@ -111,10 +111,11 @@ class LoginPacer:
         try:
             yield
         finally:
+            # The rate is over the time logins were sent, not the wait for the last answers.
+            self.seconds += time.monotonic() - started
             stop.set()
             for worker in workers:
                 worker.join(timeout=15)
-            self.seconds += time.monotonic() - started
 
     def latency(self, percent: float) -> float:
         """A percentile of the logins' latencies, in seconds."""
@@ -123,7 +124,7 @@ class LoginPacer:
 
     @property
     def achieved_rate(self) -> float:
-        """Successful logins per second while running."""
+        """Successful logins per second of sending."""
         return self.succeeded / self.seconds if self.seconds > 0 else 0.0
 
     def _send(self, index: int, started: float, stop: threading.Event) -> None:
