@@ -115,6 +115,7 @@ def _run(verify: float = 900.0, mixed_p99: float = 0.040, rss_mib: int = 80) -> 
         },
         hash_seconds=0.025,
         cores=2,
+        parallel_hashes_per_second=70.0,
         peak_rss_bytes=rss_mib * report.MIB,
         paced_logins_per_second=20.0,
         cpu_per_request={"verify": (0.0003, 0.0), "login": (0.026, 0.012)},
@@ -128,6 +129,7 @@ def test_rows_judge_each_goal():
     assert rows["page"].ratio == pytest.approx(0.8) and not rows["page"].met
     assert "5 errors" in rows["page"].note
     assert rows["login ceiling"].requests_per_second == pytest.approx(80.0)
+    assert "2 threads hashing at once reach 70.0/s" in rows["login ceiling"].note
     assert rows["login"].ratio == pytest.approx(0.75) and not rows["login"].met
     assert rows["mixed"].ratio == pytest.approx(0.6) and rows["mixed"].met
     assert rows["memory"].met and rows["memory"].peak_bytes == 80 * report.MIB
