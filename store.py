@@ -223,7 +223,9 @@ class Store:
     @staticmethod
     def _page(collection, *, limit: int, after: str | None) -> tuple[list[dict], str | None]:
         query = {} if after is None else {"_id": {"$gt": ObjectId(after)}}
-        docs = list(collection.find(query).sort("_id", pymongo.ASCENDING).limit(limit + 1))
+        # The hint is free on mongod; the embedded server otherwise sorts the whole collection.
+        cursor = collection.find(query).sort("_id", pymongo.ASCENDING).hint([("_id", 1)])
+        docs = list(cursor.limit(limit + 1))
         items = [_public(d) for d in docs[:limit]]
         return items, (items[-1]["id"] if len(docs) > limit else None)
 
