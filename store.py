@@ -381,7 +381,7 @@ class EmbeddedServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.storage != ":memory:":
             Path(self.storage).mkdir(parents=True, exist_ok=True)
-        self.port = self.port or _free_port()
+        self.port = self.port or free_port()
         command = [
             self.executable,
             "--host", "127.0.0.1",
@@ -393,7 +393,7 @@ class EmbeddedServer:
             command.append("--enable-test-commands")
         log = open(self.data_dir / "embedded.log", "ab")  # noqa: SIM115 - owned by the child
         self.process = subprocess.Popen(
-            command, stdout=log, stderr=log, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
+            command, stdout=log, stderr=log, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent
         )
         log.close()
         self._wait_ready(timeout)
@@ -460,13 +460,15 @@ def _find_secantusd() -> str:
     return found
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nobody listens on now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
+    """In a child before exec: die when the parent does."""
     # A killed parent must not leave the database behind (Linux prctl PR_SET_PDEATHSIG).
     with contextlib.suppress(OSError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import socket
 import sys
 import time
 import urllib.request
@@ -14,6 +13,7 @@ import jsonschema
 import webtest
 
 import openapi
+from store import free_port  # noqa: F401 - re-exported for the tests
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -41,13 +41,6 @@ def make_admin(app: webtest.TestApp, username: str = "root-admin") -> str:
     """Create an admin as the CLI does and return an access token."""
     app.app.components.accounts.register(username, ADMIN_PASSWORD, roles=("user", "admin"))
     return login(app, username, ADMIN_PASSWORD).json["access_token"]
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_http(url: str, timeout: float = 30.0) -> None:
