@@ -473,7 +473,7 @@ def require_role(req: falcon.Request, role: str) -> None:
 
 
 class BearerAuth:
-    """Falcon middleware: verify the Bearer token of every resource not marked `auth = None`."""
+    """Falcon middleware: verify the Bearer token unless the resource or method is public."""
 
     def __init__(self, tokens: AccessTokens, revocations: RevocationCache) -> None:
         self.tokens = tokens
@@ -485,6 +485,8 @@ class BearerAuth:
         """Authenticate the request, or answer 401."""
         if resource is None or getattr(resource, "auth", "bearer") is None:
             return
+        if req.method in getattr(resource, "public_methods", ()):
+            return  # a mixed resource (POST /users registers, GET /users is for admins)
         if req.method == "OPTIONS":
             return  # CORS preflight carries no credentials
         req.context.claims = self.authenticate(req.get_header("Authorization"))

@@ -278,16 +278,6 @@ class Service(falcon.App):
         self.components.store.db.client.close()
 
 
-class _SkipPublicMethods(auth.BearerAuth):
-    """Bearer middleware that also honours a resource's `public_methods`."""
-
-    def process_resource(self, req, resp, resource, params) -> None:
-        """Skip public methods of mixed resources."""
-        if req.method in getattr(resource, "public_methods", ()):
-            return
-        super().process_resource(req, resp, resource, params)
-
-
 def _database_uri(config: Config) -> str:
     uri = config.mongodb_uri or store_module.running_embedded_uri(config.data_dir)
     if uri is None:
@@ -382,7 +372,7 @@ def create_app(
                 expose_headers=["Location", "Retry-After", "WWW-Authenticate"],
             )
         )
-    middleware.append(_SkipPublicMethods(c.tokens, c.revocations))
+    middleware.append(auth.BearerAuth(c.tokens, c.revocations))
     app = Service(middleware=middleware)
     app.components = c
     app.req_options.strip_url_path_trailing_slash = False
