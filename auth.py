@@ -18,7 +18,7 @@ import jwt
 import store as store_module
 from keys import CLOCK_SKEW, KeyRing
 from passwords import PasswordHasher, PolicyError, check_policy, normalize
-from throttle import LoginThrottle
+from throttle import LoginThrottle, RegistrationThrottle
 
 log = logging.getLogger("tokenauth")
 events_log = logging.getLogger("tokenauth.events")
@@ -374,11 +374,13 @@ class Accounts:
         throttle: LoginThrottle,
         *,
         password_min_length: int,
+        registrations: RegistrationThrottle | None = None,
         clock: Clock = utcnow,
     ) -> None:
         self.store = store
         self.hasher = hasher
         self.throttle = throttle
+        self.registrations = registrations
         self.password_min_length = password_min_length
         self.clock = clock
 
@@ -391,10 +393,20 @@ class Accounts:
             raise InvalidField(field, str(exc)) from None
         return password
 
-    def register(self, username: str, password: str, *, roles: Iterable[str] = ("user",)) -> dict:
-        """Create a user; store.Conflict when the name is taken."""
+    def register(
+        self,
+        username: str,
+        password: str,
+        *,
+        roles: Iterable[str] = ("user",),
+        address: str | None = None,
+    ) -> dict:
+        """Create a user (counted against `address` when given); store.Conflict if taken."""
         display, key = normalize_username(username)
         password = self.check_password(password, display)
+        # Counted only once the fields are valid: bad input writes nothing.
+        if address is not None and self.registrations is not None:
+            self.registrations.check_and_count(address)
         return self.store.create_user(
             username=display,
             username_key=key,

@@ -51,7 +51,6 @@ class Components:
     revocations: auth.RevocationCache
     sessions: auth.Sessions
     accounts: auth.Accounts
-    registrations: throttle.RegistrationThrottle
     refresher: auth.BackgroundRefresher
     clock: auth.Clock
 
@@ -71,12 +70,8 @@ class Users:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Register a user."""
         body = read_body(req, "Registration", form=True)
-        # Invalid fields are refused before the attempt is counted: bad input writes nothing.
-        display, _ = auth.normalize_username(body["username"])
-        self.c.accounts.check_password(body["password"], display)
         address = self.c.client_address(req)
-        self.c.registrations.check_and_count(address)
-        user = self.c.accounts.register(body["username"], body["password"])
+        user = self.c.accounts.register(body["username"], body["password"], address=address)
         auth.log_event("user_registered", user_id=user["id"], address=address)
         resp.status = falcon.HTTP_201
         resp.location = "/users/me"
@@ -326,10 +321,10 @@ def build_components(
             PasswordHasher(),
             logins,
             password_min_length=config.password_min_length,
+            registrations=throttle.RegistrationThrottle(
+                store, limit=config.registration_limit, clock=clock
+            ),
             clock=clock,
-        ),
-        registrations=throttle.RegistrationThrottle(
-            store, limit=config.registration_limit, clock=clock
         ),
         refresher=refresher,
         clock=clock,

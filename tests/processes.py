@@ -15,12 +15,12 @@ from helpers import BIN, ROOT, service_env
 PROCESS_TIMEOUT = 30.0
 
 
-def run_cli(
-    args: list[str], environ: dict[str, str], stdin: str = ""
+def run(
+    command: list[str], environ: dict[str, str], stdin: str = ""
 ) -> subprocess.CompletedProcess:
-    """`tokenauth ARGS` with exactly these TOKENAUTH_* variables, bounded in time."""
+    """Run a command of the project as an operator would, bounded in time."""
     return subprocess.run(
-        [str(BIN / "tokenauth"), *args],
+        command,
         cwd=ROOT,
         env=service_env(**environ),
         input=stdin.encode(),
@@ -28,6 +28,13 @@ def run_cli(
         timeout=PROCESS_TIMEOUT,
         check=False,
     )
+
+
+def run_cli(
+    args: list[str], environ: dict[str, str], stdin: str = ""
+) -> subprocess.CompletedProcess:
+    """`tokenauth ARGS` with exactly these TOKENAUTH_* variables, bounded in time."""
+    return run([str(BIN / "tokenauth"), *args], environ, stdin)
 
 
 def start_gunicorn(environ: dict[str, str], log_path: Path) -> subprocess.Popen:

@@ -6,14 +6,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import BIN, PASSWORD, ROOT, free_port, service_env
+from helpers import BIN, PASSWORD, free_port
+from processes import run
 
 from config import Config, ConfigError
 from keys import MIN_HMAC_SECRET
 from service import create_app
-
-# A real process that starts when it should have refused is killed after this long.
-PROCESS_TIMEOUT = 30
 
 
 def config_error(environ: dict[str, str]) -> ConfigError:
@@ -156,21 +154,6 @@ def bad_environments(tmp_path: Path) -> dict[str, tuple[dict[str, str], str]]:
 
 
 MISTAKES = ["unknown-alg", "non-integer-ttl", "min-length", "corrupt-key", "short-secret"]
-
-
-def run(
-    command: list[str], environ: dict[str, str], stdin: str = ""
-) -> subprocess.CompletedProcess:
-    """Run a command of the project as an operator would, bounded in time."""
-    return subprocess.run(
-        command,
-        cwd=ROOT,
-        env=service_env(**environ),
-        input=stdin.encode(),
-        capture_output=True,
-        timeout=PROCESS_TIMEOUT,
-        check=False,
-    )
 
 
 def assert_one_line_naming(result: subprocess.CompletedProcess, variable: str) -> None:
