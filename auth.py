@@ -1,4 +1,4 @@
-"""Trust: access tokens, refresh sessions, revocation, login throttling, Bearer middleware."""
+"""Trust: access tokens, refresh sessions, revocation, accounts, the Bearer middleware."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import logging
 import secrets
 import threading
+import time
 import unicodedata
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -18,7 +19,7 @@ import jwt
 import store as store_module
 from keys import CLOCK_SKEW, KeyRing
 from passwords import PasswordHasher, PolicyError, check_policy, normalize
-from throttle import LoginThrottle, RegistrationThrottle
+from throttle import LoginThrottle, RegistrationThrottle, Throttled
 
 log = logging.getLogger("tokenauth")
 events_log = logging.getLogger("tokenauth.events")
@@ -60,23 +61,26 @@ class InvalidToken(Exception):
         self.description = description
 
 
-class InvalidField(Exception):
-    """One input field that fails a rule a schema cannot express."""
+class InvalidInput(Exception):
+    """Input fields that fail rules a schema cannot express; `errors` lists (field, message)."""
 
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field} {message}")
-        self.field = field
-        self.message = message
+    def __init__(self, errors: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{field} {message}" for field, message in errors))
+        self.errors = errors
+
+
+class RevocationsStale(Exception):
+    """This worker could not refresh its revocation set lately: it must not trust it."""
 
 
 # -- usernames --------------------------------------------------------------------------
 def normalize_username(username: str) -> tuple[str, str]:
-    """The NFKC display form and the case-insensitive key; InvalidField if not allowed."""
+    """The NFKC display form and the case-insensitive key; InvalidInput if not allowed."""
     display = unicodedata.normalize("NFKC", username)
     if not 3 <= len(display) <= 64:
-        raise InvalidField("username", "must be 3 to 64 characters")
+        raise InvalidInput([("username", "must be 3 to 64 characters")])
     if not all(ch.isalnum() or ch in USERNAME_PUNCTUATION for ch in display):
-        raise InvalidField("username", "may contain only letters, digits and . _ - @")
+        raise InvalidInput([("username", "may contain only letters, digits and . _ - @")])
     return display, unicodedata.normalize("NFKC", display.casefold())
 
 
@@ -100,8 +104,9 @@ class AccessTokens:
         self.audience = audience
         self.ttl = ttl
         self.clock = clock
-        self._verified: dict[str, dict[str, Any]] = {}
-        self._verified_generation = keyring.generation
+        # (key ring generation, verified tokens): one attribute, so a reader always gets a
+        # dictionary together with the generation it belongs to.
+        self._verified: tuple[int, dict[str, dict[str, Any]]] = (keyring.generation, {})
 
     def issue(
         self, *, user: dict[str, Any], sid: str, not_after: dt.datetime | None = None
@@ -135,20 +140,24 @@ class AccessTokens:
     def verify(self, token: str) -> dict[str, Any]:
         """The claims of a valid token; InvalidToken otherwise (revocation is checked apart)."""
         now = self.clock().timestamp()
-        if self._verified_generation != self.keyring.generation:
+        generation = self.keyring.generation
+        cached_generation, verified = self._verified
+        if cached_generation != generation:
             # A key came or went (a removed compromised key among them): verify afresh.
-            self._verified = {}
-            self._verified_generation = self.keyring.generation
-        claims = self._verified.get(token)
+            verified = {}
+            self._verified = (generation, verified)
+        # `verified` belongs to the generation this check started with: if a key goes while
+        # we decode, the next check starts a new dictionary and this result is never read.
+        claims = verified.get(token)
         if claims is not None:
             if claims["exp"] + CLOCK_SKEW <= now:
-                self._verified.pop(token, None)
+                verified.pop(token, None)
                 raise InvalidToken("The access token expired")
             return claims
         claims = self._decode(token, now)
-        if len(self._verified) >= self.CACHE_SIZE:
-            self._verified.clear()  # rare; cheaper and simpler than an LRU on the hot path
-        self._verified[token] = claims
+        if len(verified) >= self.CACHE_SIZE:
+            verified.clear()  # rare; cheaper and simpler than an LRU on the hot path
+        verified[token] = claims
         return claims
 
     def _decode(self, token: str, now: float) -> dict[str, Any]:
@@ -203,19 +212,58 @@ class RevocationCache:
 
     # Records are polled with this overlap, so a write that lands late is still seen.
     OVERLAP = dt.timedelta(seconds=5)
+    # A check of a stale set tries one poll itself, at most this often (seconds).
+    INLINE_POLL_INTERVAL = 1.0
 
-    def __init__(self, store: store_module.Store, *, access_ttl: int, clock: Clock = utcnow):
+    def __init__(
+        self,
+        store: store_module.Store,
+        *,
+        access_ttl: int,
+        stale_after: float,
+        clock: Clock = utcnow,
+        monotonic: Callable[[], float] = time.monotonic,
+    ):
         self.store = store
         self.access_ttl = access_ttl
+        self.stale_after = stale_after
         self.clock = clock
+        self.monotonic = monotonic
         self._revoked: dict[str, dt.datetime] = {}
         self._since: dt.datetime | None = None
         self._lock = threading.Lock()
+        self._polled_at: float | None = None  # monotonic time of the last successful poll
+        self._inline_tried_at = -self.INLINE_POLL_INTERVAL
 
     def is_revoked(self, claims: dict[str, Any]) -> bool:
         """True when the token's session or the token itself was revoked."""
         revoked = self._revoked
         return ("sid:" + claims["sid"]) in revoked or ("jti:" + claims["jti"]) in revoked
+
+    def age(self) -> float | None:
+        """Seconds since the last successful poll; None before the first."""
+        polled_at = self._polled_at
+        return None if polled_at is None else self.monotonic() - polled_at
+
+    def ensure_fresh(self) -> None:
+        """RevocationsStale unless the set was refreshed within `stale_after` seconds."""
+        polled_at = self._polled_at
+        if polled_at is not None and self.monotonic() - polled_at <= self.stale_after:
+            return
+        # Stale (the poller is behind, or the database is away): one request tries a poll
+        # itself, the others do not queue behind it.
+        now = self.monotonic()
+        if now - self._inline_tried_at < self.INLINE_POLL_INTERVAL or not self._lock.acquire(
+            blocking=False
+        ):
+            raise RevocationsStale()
+        try:
+            self._inline_tried_at = now
+            self._poll_locked()
+        except store_module.Unavailable:
+            raise RevocationsStale() from None
+        finally:
+            self._lock.release()
 
     def revoke_session(self, sid: str) -> None:
         """Stop every access token of the session, here now and everywhere within a poll."""
@@ -235,33 +283,77 @@ class RevocationCache:
     def poll(self) -> None:
         """Fetch revocations recorded since the last poll (by any worker or instance)."""
         with self._lock:
-            now = self.clock()
-            since = None if self._since is None else self._since - self.OVERLAP
-            records = self.store.revocations_since(since)
-            revoked = {k: v for k, v in self._revoked.items() if v > now}
-            for record in records:
-                if record["expires_at"] > now:
-                    revoked[record["_id"]] = record["expires_at"]
-            self._revoked = revoked  # swapped whole: readers never see a half-built set
-            self._since = now
+            self._poll_locked()
+
+    def _poll_locked(self) -> None:
+        started = self.monotonic()
+        now = self.clock()
+        since = None if self._since is None else self._since - self.OVERLAP
+        records = self.store.revocations_since(since)
+        revoked = {k: v for k, v in self._revoked.items() if v > now}
+        for record in records:
+            if record["expires_at"] > now:
+                revoked[record["_id"]] = record["expires_at"]
+        self._revoked = revoked  # swapped whole: readers never see a half-built set
+        self._since = now
+        self._polled_at = started
 
 
 class BackgroundRefresher:
-    """A daemon thread that runs each task every `interval` seconds, per worker."""
+    """A daemon thread that runs each named task every `interval` seconds, per worker."""
 
-    def __init__(self, tasks: Iterable[Callable[[], object]], *, interval: float) -> None:
+    def __init__(
+        self,
+        tasks: Iterable[tuple[str, Callable[[], object]]],
+        *,
+        interval: float,
+        revocations: RevocationCache | None = None,
+    ) -> None:
         self.tasks = list(tasks)
         self.interval = interval
+        self.revocations = revocations
+        self._failing: dict[str, str] = {}  # task name -> the kind of failure last logged
+        self._stale_logged = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def run_once(self) -> None:
-        """Run every task once; a database outage waits for the next round."""
-        for task in self.tasks:
+        """Run every task once; no failure of one task stops it or the others."""
+        for name, task in self.tasks:
             try:
                 task()
             except store_module.Unavailable:
-                log.warning("background refresh skipped: database unavailable")
+                self._failed(name, "database unavailable")
+            except Exception as exc:  # the loop must outlive any bug or odd file it meets
+                self._failed(name, _describe_failure(exc))
+            else:
+                if self._failing.pop(name, None) is not None:
+                    log.warning("background task %s recovered", name)
+        self._watch_staleness()
+
+    def _failed(self, name: str, kind: str) -> None:
+        # Logged once per kind of failure, not once a second while it lasts.
+        if self._failing.get(name) != kind:
+            self._failing[name] = kind
+            log.warning(
+                "background task %s failed: %s (retrying every %s s)", name, kind, self.interval
+            )
+
+    def _watch_staleness(self) -> None:
+        if self.revocations is None:
+            return
+        age = self.revocations.age()
+        stale = age is None or age > self.revocations.stale_after
+        if stale and not self._stale_logged:
+            shown = "never polled" if age is None else f"last poll {age:.1f} s ago"
+            log.warning(
+                "revocation set is stale (%s, bound %.1f s): protected routes answer 503",
+                shown,
+                self.revocations.stale_after,
+            )
+        elif not stale and self._stale_logged:
+            log.warning("revocation set is fresh again: protected routes answer")
+        self._stale_logged = stale
 
     def start(self) -> None:
         """Start the thread (idempotent)."""
@@ -282,6 +374,15 @@ class BackgroundRefresher:
             self.run_once()
 
 
+def _describe_failure(exc: BaseException) -> str:
+    """The type and place of an exception, without its message (which may hold data)."""
+    frame = exc.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    where = f"{frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame else "?"
+    return f"{type(exc).__name__} at {where}"
+
+
 # -- refresh sessions -------------------------------------------------------------------
 def _token_hash(token: str) -> str:
     # A fast hash suffices: refresh tokens carry 256 random bits, nothing to brute-force.
@@ -290,6 +391,12 @@ def _token_hash(token: str) -> str:
 
 class Sessions:
     """Refresh sessions: opaque rotating refresh tokens with reuse detection."""
+
+    # Retired tokens remembered per session for reuse detection; older ones are unknown.
+    RETIRED_KEPT = 10
+    # Refreshes per session per window: a client refreshes a few times an hour.
+    REFRESH_LIMIT = 60
+    REFRESH_WINDOW = 600
 
     def __init__(
         self,
@@ -306,61 +413,102 @@ class Sessions:
         self.clock = clock
         self.new_secret = new_secret
 
-    def open(self, user_id: str) -> tuple[str, str, dt.datetime]:
+    def open(self, user: dict[str, Any]) -> tuple[str, str, dt.datetime]:
         """Start a session for the user: its sid, first refresh token and end."""
         now = self.clock()
         sid = secrets.token_urlsafe(16)
         refresh_token = self.new_secret()
         expires_at = now + dt.timedelta(seconds=self.ttl)
+        version = user.get("credential_version", 0)
         self.store.create_session(
             sid=sid,
-            user_id=user_id,
+            user_id=user["id"],
             token_hash=_token_hash(refresh_token),
+            credential_version=version,
             now=now,
             expires_at=expires_at,
         )
+        # A password change may have landed between the password check and the insert above,
+        # after it ended the user's sessions: then this one must not live either. (A change
+        # that lands after this read finds the session and ends it.)
+        if self.store.credential_version(user["id"]) != version:
+            self.revoke(sid)
+            raise InvalidGrant("The password changed during this login; sign in again")
         return sid, refresh_token, expires_at
 
-    def rotate(
+    def refresh(
         self, refresh_token: str, *, address: str | None = None
-    ) -> tuple[dict[str, Any], str]:
-        """Retire a refresh token for a new one: the session and the new token."""
-        used = self.store.use_refresh_token(_token_hash(refresh_token))
-        if used is None:
-            raise InvalidGrant("The refresh token is invalid")
-        sid = used["sid"]
-        if used["used"]:
-            # A retired token came back: whoever holds the chain, the session is not safe.
-            self.revoke(sid)
-            session = self.store.find_session(sid)
-            user_id = session and session["user_id"]
-            log_event("refresh_reuse_detected", sid=sid, user_id=user_id, address=address)
-            raise InvalidGrant("The refresh token was already used; the session is revoked")
-        session = self.store.find_session(sid)
-        if session is None or "revoked_at" in session or session["expires_at"] <= self.clock():
-            raise InvalidGrant("The refresh token is expired or revoked")
+    ) -> tuple[dict[str, Any], dict[str, Any], str]:
+        """Retire a refresh token for a new one: the user, the session and the new token."""
         new_token = self.new_secret()
-        self.store.add_refresh_token(
-            token_hash=_token_hash(new_token), sid=sid, expires_at=session["expires_at"]
+        outcome, session = self.store.rotate_refresh_token(
+            _token_hash(refresh_token),
+            _token_hash(new_token),
+            now=self.clock(),
+            keep=self.RETIRED_KEPT,
+            limit=self.REFRESH_LIMIT,
+            window=self.REFRESH_WINDOW,
         )
-        return session, new_token
+        if outcome == "unknown":
+            raise InvalidGrant("The refresh token is invalid")
+        if outcome == "reused":
+            # A retired token came back: whoever holds the chain, the session is not safe.
+            self.revoke(session["id"])
+            log_event(
+                "refresh_reuse_detected",
+                sid=session["id"],
+                user_id=session["user_id"],
+                address=address,
+            )
+            raise InvalidGrant("The refresh token was already used; the session is revoked")
+        if outcome == "ended":
+            raise InvalidGrant("The refresh token is expired or revoked")
+        if outcome == "limited":
+            ends = session["refresh_window_start"] + dt.timedelta(seconds=self.REFRESH_WINDOW)
+            raise Throttled(max(1, int((ends - self.clock()).total_seconds() + 0.999)))
+        user = self.store.find_user(session["user_id"])
+        if user is None:
+            self.revoke(session["id"])
+            raise InvalidGrant("The user of this session no longer exists")
+        if user.get("credential_version", 0) > session.get("credential_version", 0):
+            # Opened under a password that has since changed (a login in flight during it).
+            self.revoke(session["id"])
+            raise InvalidGrant("The password changed since this session began; sign in again")
+        return user, session, new_token
+
+    def introspect(self, refresh_token: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """The user and session of a live, current refresh token; None otherwise."""
+        token_hash = _token_hash(refresh_token)
+        session = self.store.find_session_by_token(token_hash)
+        if session is None or not self._live(session) or session["current"] != token_hash:
+            return None
+        user = self.store.find_user(session["user_id"])
+        if user is None or user.get("credential_version", 0) > session.get("credential_version", 0):
+            return None
+        return user, session
 
     def session_of(self, refresh_token: str) -> dict[str, Any] | None:
-        """The live session a refresh token belongs to, or None."""
-        token = self.store.find_refresh_token(_token_hash(refresh_token))
-        return None if token is None else self.store.find_session(token["sid"])
+        """The session a current or recently retired refresh token belongs to, or None."""
+        return self.store.find_session_by_token(_token_hash(refresh_token))
+
+    def _live(self, session: dict[str, Any]) -> bool:
+        return "revoked_at" not in session and session["expires_at"] > self.clock()
 
     def revoke(self, sid: str) -> None:
         """Revoke the session: its refresh tokens and its access tokens."""
         self.store.revoke_session(sid, now=self.clock())
         self.revocations.revoke_session(sid)
 
-    def revoke_others(self, user_id: str, keep_sid: str) -> list[str]:
+    def revoke_others(self, user_id: str, keep_sid: str | None) -> list[str]:
         """Revoke every live session of the user except `keep_sid`; the revoked sids."""
         sids = [s for s in self.store.live_sessions_of(user_id, now=self.clock()) if s != keep_sid]
         for sid in sids:
             self.revoke(sid)
         return sids
+
+    def restamp(self, sid: str, credential_version: int) -> None:
+        """The caller's own session lives on under the new credentials."""
+        self.store.restamp_session(sid, credential_version)
 
 
 # -- accounts ---------------------------------------------------------------------------
@@ -384,14 +532,32 @@ class Accounts:
         self.password_min_length = password_min_length
         self.clock = clock
 
-    def check_password(self, password: str, username: str, field: str = "password") -> str:
-        """The NFC form of an acceptable new password; InvalidField otherwise."""
-        password = normalize(password)
+    def password_problems(
+        self, password: object, *, username: str, field: str = "password"
+    ) -> list[tuple[str, str]]:
+        """What the policy says of a new password (nothing when it is not a string yet)."""
+        if not isinstance(password, str):
+            return []
         try:
-            check_policy(password, username=username, min_length=self.password_min_length)
+            check_policy(
+                normalize(password), username=username, min_length=self.password_min_length
+            )
         except PolicyError as exc:
-            raise InvalidField(field, str(exc)) from None
-        return password
+            return [(field, str(exc))]
+        return []
+
+    def registration_problems(self, body: dict[str, Any]) -> list[tuple[str, str]]:
+        """Every rule of registration a schema cannot say, field by field."""
+        problems: list[tuple[str, str]] = []
+        username = body.get("username")
+        display = username if isinstance(username, str) else ""
+        if isinstance(username, str):
+            try:
+                display, _ = normalize_username(username)
+            except InvalidInput as exc:
+                problems.extend(exc.errors)
+        problems.extend(self.password_problems(body.get("password"), username=display))
+        return problems
 
     def register(
         self,
@@ -402,15 +568,17 @@ class Accounts:
         address: str | None = None,
     ) -> dict:
         """Create a user (counted against `address` when given); store.Conflict if taken."""
+        problems = self.registration_problems({"username": username, "password": password})
+        if problems:
+            raise InvalidInput(problems)
         display, key = normalize_username(username)
-        password = self.check_password(password, display)
         # Counted only once the fields are valid: bad input writes nothing.
         if address is not None and self.registrations is not None:
             self.registrations.check_and_count(address)
         return self.store.create_user(
             username=display,
             username_key=key,
-            password_hash=self.hasher.hash(password),
+            password_hash=self.hasher.hash(normalize(password)),
             roles=roles,
             now=self.clock(),
         )
@@ -419,36 +587,70 @@ class Accounts:
         """The user whose password this is; Throttled or InvalidGrant otherwise."""
         try:
             _, key = normalize_username(username)
-        except InvalidField:
-            key = unicodedata.normalize("NFKC", username.casefold())
+        except InvalidInput:
+            # No account can have this name: spend a hash for the same timing, count nothing.
+            self.hasher.verify(None, password)
+            raise InvalidGrant("The username or password is incorrect") from None
         self.throttle.attempt(key, address)
-        user = self.store.find_user_by_name(key)
-        # Unknown users are verified against a dummy hash: same answer, same time.
-        if not self.hasher.verify(user and user["password_hash"], password) or user is None:
+        try:
+            user = self.store.find_user_by_name(key)
+            # Unknown users are verified against a dummy hash: same answer, same time.
+            matches = self.hasher.verify(user and user["password_hash"], password)
+        except Exception:
+            self.throttle.abandoned(key, address)
+            raise
+        if not matches or user is None:
             self.throttle.failed(key, address)
             log_event("login_failed", address=address, user_id=user and user["id"])
             raise InvalidGrant("The username or password is incorrect")
         self.throttle.succeeded(key, address)
         if self.hasher.needs_rehash(user["password_hash"]):
-            self.store.set_password_hash(user["id"], self.hasher.hash(password))
+            # Conditional on the hash just checked: a change that landed meanwhile stays.
+            self.store.upgrade_password_hash(
+                user["id"], user["password_hash"], self.hasher.hash(password)
+            )
         return user
 
     def change_password(
-        self, user_id: str, current: str, new: str, *, address: str
-    ) -> dict[str, Any]:
-        """Replace the password after checking the current one; InvalidField otherwise."""
+        self,
+        user_id: str,
+        current: object,
+        new: object,
+        *,
+        address: str,
+        problems: list[tuple[str, str]] = (),
+    ) -> int:
+        """Replace the password after checking the current one; the new credential version.
+
+        InvalidInput names every invalid field, `problems` (found before) included.
+        """
+        problems = list(problems)
         user = self.store.find_user(user_id)
         if user is None:
-            raise InvalidField("current_password", "is incorrect")
-        # Guessing the current password with a stolen access token counts as failed logins.
-        self.throttle.attempt(user["username_key"], address)
-        if not self.hasher.verify(user["password_hash"], current):
-            self.throttle.failed(user["username_key"], address)
-            raise InvalidField("current_password", "is incorrect")
-        self.throttle.succeeded(user["username_key"], address)
-        new = self.check_password(new, user["username"], field="new_password")
-        self.store.set_password_hash(user_id, self.hasher.hash(new))
-        return user
+            raise InvalidInput([("current_password", "is incorrect")])
+        problems.extend(
+            self.password_problems(new, username=user["username"], field="new_password")
+        )
+        if isinstance(current, str):
+            # Guessing the current password with a stolen access token counts as failed logins.
+            key = user["username_key"]
+            self.throttle.attempt(key, address)
+            try:
+                matches = self.hasher.verify(user["password_hash"], current)
+            except Exception:
+                self.throttle.abandoned(key, address)
+                raise
+            if matches:
+                self.throttle.succeeded(key, address)
+            else:
+                self.throttle.failed(key, address)
+                problems.append(("current_password", "is incorrect"))
+        if problems:
+            raise InvalidInput(sorted(set(problems)))
+        version = self.store.change_password_hash(user_id, self.hasher.hash(normalize(new)))
+        if version is None:
+            raise InvalidInput([("current_password", "is incorrect")])
+        return version
 
 
 # -- the Bearer middleware --------------------------------------------------------------
@@ -515,6 +717,8 @@ class BearerAuth:
             claims = self.tokens.verify(token)
         except InvalidToken as exc:
             raise unauthorized(exc.description) from None
+        # A set this worker could not refresh may miss a logout: 503 rather than fail open.
+        self.revocations.ensure_fresh()
         if self.revocations.is_revoked(claims):
             raise unauthorized("The access token was revoked")
         return claims

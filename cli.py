@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             user = accounts.register(args.username, password, roles=roles)
     except ConfigError as exc:
         return fail(str(exc))
-    except auth.InvalidField as exc:
-        return fail(f"{exc.field} {exc.message}")
+    except auth.InvalidInput as exc:
+        return fail("; ".join(f"{field} {message}" for field, message in exc.errors))
     except store_module.Conflict:
         return fail(f"the username {args.username!r} is already taken")
     except store_module.Unavailable:

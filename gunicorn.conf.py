@@ -3,8 +3,11 @@
 import os
 import sys
 
+from gunicorn.glogging import Logger
+
 from config import Config, ConfigError
 from keys import KeyRing
+from web import loggable
 
 try:
     _config = Config.from_env()
@@ -27,6 +30,18 @@ accesslog = "-"
 # The access log carries no query string (tokens never travel there, but be safe) and no headers.
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
 errorlog = "-"
+
+
+class EscapingLogger(Logger):
+    """gunicorn's logger, with control characters in request data escaped in the access log."""
+
+    def atoms(self, resp, req, environ, request_time):
+        """The access-log atoms; a decoded %0a in a path must not start a forged line."""
+        atoms = super().atoms(resp, req, environ, request_time)
+        return {k: loggable(v) if isinstance(v, str) else v for k, v in atoms.items()}
+
+
+logger_class = EscapingLogger
 # The control socket is one fixed path per user: two instances on a host would fight over it.
 control_socket_disable = True
 loglevel = "info"

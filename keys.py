@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 import fcntl
 import json
+import logging
 import os
 import secrets
 from collections.abc import Callable, Iterator
@@ -18,6 +19,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from config import ConfigError
+
+log = logging.getLogger("tokenauth")
 
 KID_TIME_FORMAT = "%Y%m%dT%H%M%SZ"
 MIN_HMAC_SECRET = 32
@@ -63,6 +66,7 @@ class KeyRing:
         self.clock = clock
         self._keys: dict[str, SigningKey] = {}
         self._listing: frozenset[str] | None = None
+        self._unreadable: set[str] = set()  # files already logged as unreadable
         # Bumped whenever the set of keys changes, so caches of verified tokens can drop.
         self.generation = 0
 
@@ -92,18 +96,34 @@ class KeyRing:
         return self
 
     def refresh(self) -> bool:
-        """Pick up keys added or removed by another process; True when anything changed."""
-        try:
-            listing = self._list()
-        except OSError:
+        """Pick up keys added or removed by another process; True when anything changed.
+
+        A file that cannot be read (a dangling link, a key deleted between listing and
+        reading, a corrupt key) is skipped and logged once; the other keys, and deletions,
+        are still followed.
+        """
+        listing = self._list()
+        if listing == self._listing:
             return False
-        if listing == self._listing or not listing:
+        keys = {}
+        for name in listing:
+            try:
+                key = self._read(self.keys_dir / name)
+            except (OSError, ConfigError) as exc:
+                if name not in self._unreadable:
+                    self._unreadable.add(name)
+                    reason = exc.strerror if isinstance(exc, OSError) else exc.message
+                    log.warning("key file %s skipped: %s", name, reason)
+                continue
+            self._unreadable.discard(name)
+            if key is not None:
+                keys[key.kid] = key
+        if not keys:
+            # Never stop signing: keep the keys we have until a readable one is there.
             return False
-        try:
-            self._reload(listing)
-        except ConfigError:
-            return False  # keep the keys we have rather than stop verifying
-        return True
+        changed = set(keys) != set(self._keys)
+        self._install(keys, listing)
+        return changed
 
     def _list(self) -> frozenset[str]:
         return frozenset(
@@ -116,6 +136,9 @@ class KeyRing:
             key = self._read(self.keys_dir / name)
             if key is not None:
                 keys[key.kid] = key
+        self._install(keys, listing)
+
+    def _install(self, keys: dict[str, SigningKey], listing: frozenset[str]) -> None:
         self._keys = dict(sorted(keys.items(), key=lambda item: (item[1].created_at, item[0])))
         self._listing = listing
         self.generation += 1

@@ -90,20 +90,16 @@ class Tokens:
         except throttle.Throttled as exc:
             auth.log_event("login_throttled", address=address, retry_after=exc.retry_after)
             raise
-        sid, refresh_token, session_end = self.c.sessions.open(user["id"])
+        sid, refresh_token, session_end = self.c.sessions.open(user)
         auth.log_event("login_succeeded", user_id=user["id"], sid=sid, address=address)
         return user, sid, refresh_token, session_end
 
     def _refresh_grant(self, req: falcon.Request, params: dict[str, Any]):
         (presented,) = self._require(params, "refresh_token")
         address = self.c.client_address(req)
-        session, refresh_token = self.c.sessions.rotate(presented, address=address)
-        user = self.c.store.find_user(session["user_id"])
-        if user is None:
-            self.c.sessions.revoke(session["_id"])
-            raise auth.InvalidGrant("The user of this session no longer exists")
-        auth.log_event("token_refreshed", user_id=user["id"], sid=session["_id"], address=address)
-        return user, session["_id"], refresh_token, session["expires_at"]
+        user, session, refresh_token = self.c.sessions.refresh(presented, address=address)
+        auth.log_event("token_refreshed", user_id=user["id"], sid=session["id"], address=address)
+        return user, session["id"], refresh_token, session["expires_at"]
 
 
 class Revocation:
@@ -119,10 +115,10 @@ class Revocation:
         token = _token_param(req)
         session = self.c.sessions.session_of(token)
         if session is not None:
-            self.c.sessions.revoke(session["_id"])
+            self.c.sessions.revoke(session["id"])
             auth.log_event(
                 "session_revoked",
-                sid=session["_id"],
+                sid=session["id"],
                 user_id=session["user_id"],
                 address=self.c.client_address(req),
             )
@@ -166,23 +162,19 @@ class Introspection:
         resp.media = self._refresh_state(token) or self._access_state(token) or {"active": False}
 
     def _refresh_state(self, token: str) -> dict[str, Any] | None:
-        session = self.c.sessions.session_of(token)
-        if session is None:
+        if self.c.sessions.session_of(token) is None:
             return None
-        stored = self.c.store.find_refresh_token(auth._token_hash(token))
-        now = self.c.clock()
-        if stored["used"] or "revoked_at" in session or session["expires_at"] <= now:
+        live = self.c.sessions.introspect(token)
+        if live is None:
             return {"active": False}
-        user = self.c.store.find_user(session["user_id"])
-        if user is None:
-            return {"active": False}
+        user, session = live
         return {
             "active": True,
             "token_type": "refresh_token",
             "sub": user["id"],
             "username": user["username"],
             "roles": user["roles"],
-            "sid": session["_id"],
+            "sid": session["id"],
             "iat": int(session["created_at"].timestamp()),
             "exp": int(session["expires_at"].timestamp()),
             "iss": self.c.config.issuer,
@@ -197,7 +189,7 @@ class Introspection:
             return {"active": False}
         return {
             "active": True,
-            "token_type": "access_token",
+            "token_type": "Bearer",  # RFC 7662 §2.2 uses RFC 6749 §7.1's token types
             **{
                 k: claims[k]
                 for k in ("sub", "username", "roles", "exp", "iat", "sid", "jti", "iss", "aud")

@@ -53,13 +53,19 @@ def _validator(schema_name: str) -> jsonschema.protocols.Validator:
 
 def validate(body: Any, schema_name: str) -> dict[str, Any]:
     """The body when it satisfies the named component schema; InvalidBody otherwise."""
+    errors = problems(body, schema_name)
+    if errors:
+        raise InvalidBody(errors)
+    return body
+
+
+def problems(body: Any, schema_name: str) -> list[tuple[str, str]]:
+    """Every (field, message) the named component schema finds wrong with the body."""
     errors = sorted(
         {pair for error in _validator(schema_name).iter_errors(body) for pair in _describe(error)},
     )
     errors.extend(_unencodable(body))
-    if errors:
-        raise InvalidBody(errors)
-    return body
+    return errors
 
 
 def _describe(error: jsonschema.ValidationError) -> list[tuple[str, str]]:

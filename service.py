@@ -25,7 +25,8 @@ from web import (
     client_address,
     handle_conflict,
     handle_invalid_body,
-    handle_invalid_field,
+    handle_invalid_input,
+    handle_revocations_stale,
     handle_throttled,
     handle_unavailable,
     handle_unexpected,
@@ -33,6 +34,7 @@ from web import (
     public_person,
     public_user,
     read_body,
+    read_body_problems,
     serialize_error,
 )
 
@@ -69,7 +71,9 @@ class Users:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Register a user."""
-        body = read_body(req, "Registration", form=True)
+        body = read_body(
+            req, "Registration", form=True, rules=self.c.accounts.registration_problems
+        )
         address = self.c.client_address(req)
         user = self.c.accounts.register(body["username"], body["password"], address=address)
         auth.log_event("user_registered", user_id=user["id"], address=address)
@@ -107,12 +111,19 @@ class Password:
 
     def on_put(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Change the caller's password."""
-        body = read_body(req, "PasswordChange")
+        body, problems = read_body_problems(req, "PasswordChange")
         claims = req.context.claims
         address = self.c.client_address(req)
-        self.c.accounts.change_password(
-            claims["sub"], body["current_password"], body["new_password"], address=address
+        version = self.c.accounts.change_password(
+            claims["sub"],
+            body.get("current_password") if isinstance(body, dict) else None,
+            body.get("new_password") if isinstance(body, dict) else None,
+            address=address,
+            problems=problems,
         )
+        # The caller's session goes on under the new password; logins that were in flight
+        # under the old one are stamped older and can neither open nor refresh.
+        self.c.sessions.restamp(claims["sid"], version)
         revoked = self.c.sessions.revoke_others(claims["sub"], keep_sid=claims["sid"])
         auth.log_event(
             "password_changed",
@@ -216,16 +227,18 @@ class Health:
         self.c = c
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """200 ok, or 503 unavailable."""
+        """200 ok, or 503 unavailable; with the age of this worker's revocation set."""
         resp.set_header("Cache-Control", "no-store")
+        age = self.c.revocations.age()
+        revocations = {"revocations_age": None if age is None else round(age, 3)}
         try:
             self.c.store.ping(timeout=1.0)
         except store_module.Unavailable:
             resp.status = falcon.HTTP_503
             resp.set_header("Retry-After", RETRY_AFTER_UNAVAILABLE)
-            resp.media = {"status": "unavailable"}
+            resp.media = {"status": "unavailable", **revocations}
             return
-        resp.media = {"status": "ok"}
+        resp.media = {"status": "ok", **revocations}
 
 
 class OpenAPIDocument:
@@ -295,13 +308,20 @@ def build_components(
         config.keys_dir, config.signing_alg, access_ttl=config.access_ttl, clock=clock
     )
     keyring.load()
-    revocations = auth.RevocationCache(store, access_ttl=config.access_ttl, clock=clock)
+    # Past this, a worker's revocation set is not trusted: two polls missed, plus the time
+    # one poll may wait for the database.
+    stale_after = 2 * config.refresh_interval + config.db_timeout_ms / 1000 + 1
+    revocations = auth.RevocationCache(
+        store, access_ttl=config.access_ttl, stale_after=stale_after, clock=clock
+    )
     logins = throttle.LoginThrottle(
         store, max_failures=config.login_max_failures, window=config.login_window, clock=clock
     )
     indexes = _Once(store.ensure_indexes)
     refresher = auth.BackgroundRefresher(
-        [indexes, revocations.poll, keyring.refresh], interval=config.refresh_interval
+        [("indexes", indexes), ("revocations", revocations.poll), ("keys", keyring.refresh)],
+        interval=config.refresh_interval,
+        revocations=revocations,
     )
     return Components(
         config=config,
@@ -377,7 +397,8 @@ def create_app(
     app.add_error_handler(store_module.Unavailable, handle_unavailable)
     app.add_error_handler(store_module.Conflict, handle_conflict)
     app.add_error_handler(openapi.InvalidBody, handle_invalid_body)
-    app.add_error_handler(auth.InvalidField, handle_invalid_field)
+    app.add_error_handler(auth.InvalidInput, handle_invalid_input)
+    app.add_error_handler(auth.RevocationsStale, handle_revocations_stale)
     app.add_error_handler(throttle.Throttled, handle_throttled)
 
     persons = Persons(c)

@@ -110,7 +110,6 @@ class Store:
         self.users = db["users"]
         self.persons = db["persons"]
         self.sessions = db["sessions"]
-        self.refresh_tokens = db["refresh_tokens"]
         self.revocations = db["revocations"]
         self.throttle = db["throttle"]
 
@@ -121,7 +120,8 @@ class Store:
         self.users.create_index("username_key", unique=True, name="username_key_unique")
         self.sessions.create_index("user_id")
         self.sessions.create_index("expires_at", expireAfterSeconds=0)
-        self.refresh_tokens.create_index("expires_at", expireAfterSeconds=0)
+        self.sessions.create_index("current", unique=True, sparse=True)
+        self.sessions.create_index("retired")
         self.revocations.create_index("expires_at", expireAfterSeconds=0)
         self.revocations.create_index("created_at")
         self.throttle.create_index("expires_at", expireAfterSeconds=0)
@@ -169,11 +169,30 @@ class Store:
         return _public(self.users.find_one({"username_key": username_key}))
 
     @_translated
-    def set_password_hash(self, user_id: str, password_hash: str) -> None:
-        """Replace a user's password hash."""
-        self.users.update_one(
-            {"_id": ObjectId(user_id)}, {"$set": {"password_hash": password_hash}}
+    def upgrade_password_hash(self, user_id: str, old_hash: str, new_hash: str) -> bool:
+        """Replace the hash only if it is still `old_hash` (a rehash must not undo a change)."""
+        result = self.users.update_one(
+            {"_id": ObjectId(user_id), "password_hash": old_hash},
+            {"$set": {"password_hash": new_hash}},
         )
+        return result.modified_count == 1
+
+    @_translated
+    def change_password_hash(self, user_id: str, new_hash: str) -> int | None:
+        """Set a new password hash and bump the credential version; the new version, or None."""
+        user = self.users.find_one_and_update(
+            {"_id": ObjectId(user_id)},
+            {"$set": {"password_hash": new_hash}, "$inc": {"credential_version": 1}},
+            projection={"credential_version": 1},
+            return_document=ReturnDocument.AFTER,
+        )
+        return None if user is None else user["credential_version"]
+
+    @_translated
+    def credential_version(self, user_id: str) -> int | None:
+        """The user's credential version (0 before any change), or None when there is no user."""
+        user = self.users.find_one({"_id": ObjectId(user_id)}, {"credential_version": 1})
+        return None if user is None else user.get("credential_version", 0)
 
     @_translated
     def page_users(self, *, limit: int, after: str | None) -> tuple[list[dict], str | None]:
@@ -230,46 +249,104 @@ class Store:
         return items, (items[-1]["id"] if len(docs) > limit else None)
 
     # -- refresh sessions --------------------------------------------------------------
+    # A session is one document: the hash of its current refresh token and of the last few
+    # retired ones (for reuse detection), so a session's size is bounded however often it
+    # refreshes, and a rotation is one conditional write.
     @_translated
     def create_session(
-        self, *, sid: str, user_id: str, token_hash: str, now: dt.datetime, expires_at: dt.datetime
+        self,
+        *,
+        sid: str,
+        user_id: str,
+        token_hash: str,
+        credential_version: int,
+        now: dt.datetime,
+        expires_at: dt.datetime,
     ) -> None:
         """Open a refresh session with its first refresh token."""
         self.sessions.insert_one(
-            {"_id": sid, "user_id": user_id, "created_at": now, "expires_at": expires_at}
-        )
-        self.refresh_tokens.insert_one(
-            {"_id": token_hash, "sid": sid, "used": False, "expires_at": expires_at}
+            {
+                "_id": sid,
+                "user_id": user_id,
+                "created_at": now,
+                "expires_at": expires_at,
+                "credential_version": credential_version,
+                "current": token_hash,
+                "retired": [],
+                "refresh_window_start": now,
+                "refresh_count": 0,
+            }
         )
 
     @_translated
-    def use_refresh_token(self, token_hash: str) -> dict[str, Any] | None:
-        """Atomically mark a refresh token used; the token as it was before, or None."""
-        # The filter names used=False so that only one of concurrent callers can match:
-        # servers that re-check the filter at write time (the embedded one) stay atomic too.
-        fresh = self.refresh_tokens.find_one_and_update(
-            {"_id": token_hash, "used": False},
-            {"$set": {"used": True}},
+    def rotate_refresh_token(
+        self,
+        token_hash: str,
+        new_hash: str,
+        *,
+        now: dt.datetime,
+        keep: int,
+        limit: int,
+        window: int,
+    ) -> tuple[str, dict[str, Any] | None]:
+        """Swap a live session's current token for a new one, at most `limit` per window.
+
+        Answers ("rotated", session before), ("limited", session), ("reused", session),
+        ("ended", session) or ("unknown", None).
+        """
+        # The filters name `current`, the field being changed, so that one of concurrent
+        # callers matches even on servers that re-check the filter at write time.
+        live = {"current": token_hash, "revoked_at": {"$exists": False}, "expires_at": {"$gt": now}}
+        retire = {"retired": {"$each": [token_hash], "$slice": -keep}}
+        window_start = now - dt.timedelta(seconds=window)
+        session = self.sessions.find_one_and_update(
+            {
+                **live,
+                "refresh_window_start": {"$gt": window_start},
+                "refresh_count": {"$lt": limit},
+            },
+            {"$set": {"current": new_hash}, "$push": retire, "$inc": {"refresh_count": 1}},
+            return_document=ReturnDocument.BEFORE,
+        ) or self.sessions.find_one_and_update(
+            {**live, "refresh_window_start": {"$lte": window_start}},
+            {
+                "$set": {"current": new_hash, "refresh_window_start": now, "refresh_count": 1},
+                "$push": retire,
+            },
             return_document=ReturnDocument.BEFORE,
         )
-        return fresh if fresh is not None else self.refresh_tokens.find_one({"_id": token_hash})
+        if session is not None:
+            return "rotated", _public(session)
+        session = _public(
+            self.sessions.find_one({"$or": [{"current": token_hash}, {"retired": token_hash}]})
+        )
+        if session is None:
+            return "unknown", None
+        if session["current"] != token_hash:
+            return "reused", session
+        if "revoked_at" in session or session["expires_at"] <= now:
+            return "ended", session
+        return "limited", session
 
     @_translated
-    def find_refresh_token(self, token_hash: str) -> dict[str, Any] | None:
-        """The stored refresh token with this hash, or None."""
-        return self.refresh_tokens.find_one({"_id": token_hash})
-
-    @_translated
-    def add_refresh_token(self, *, token_hash: str, sid: str, expires_at: dt.datetime) -> None:
-        """Store the successor refresh token of a session."""
-        self.refresh_tokens.insert_one(
-            {"_id": token_hash, "sid": sid, "used": False, "expires_at": expires_at}
+    def find_session_by_token(self, token_hash: str) -> dict[str, Any] | None:
+        """The session whose current or a recently retired refresh token this is, or None."""
+        return _public(
+            self.sessions.find_one({"$or": [{"current": token_hash}, {"retired": token_hash}]})
         )
 
     @_translated
     def find_session(self, sid: str) -> dict[str, Any] | None:
         """The refresh session, or None."""
-        return self.sessions.find_one({"_id": sid})
+        return _public(self.sessions.find_one({"_id": sid}))
+
+    @_translated
+    def restamp_session(self, sid: str, credential_version: int) -> None:
+        """Mark a session as opened under this credential version (the caller's, after a change)."""
+        self.sessions.update_one(
+            {"_id": sid, "revoked_at": {"$exists": False}},
+            {"$max": {"credential_version": credential_version}},
+        )
 
     @_translated
     def revoke_session(self, sid: str, *, now: dt.datetime) -> bool:
@@ -312,10 +389,28 @@ class Store:
         return (0, None) if doc is None else (doc["count"], doc["expires_at"])
 
     @_translated
-    def counters(self, keys: list[str], *, now: dt.datetime) -> dict[str, tuple[int, dt.datetime]]:
-        """The live counts of several keys at once."""
+    def counters(
+        self, keys: list[str], *, now: dt.datetime
+    ) -> dict[str, tuple[int, dt.datetime, int]]:
+        """The live counts of several keys at once: (count, window end, failures)."""
         docs = self.throttle.find({"_id": {"$in": keys}, "expires_at": {"$gt": now}})
-        return {doc["_id"]: (doc["count"], doc["expires_at"]) for doc in docs}
+        return {
+            doc["_id"]: (doc["count"], doc["expires_at"], doc.get("failures", 0)) for doc in docs
+        }
+
+    @_translated
+    def mark_failed(self, key: str, *, now: dt.datetime) -> None:
+        """Record that one event counted under `key` turned out a failure."""
+        self.throttle.update_one(
+            {"_id": key, "expires_at": {"$gt": now}}, {"$inc": {"failures": 1}}
+        )
+
+    @_translated
+    def give_back(self, key: str, *, now: dt.datetime) -> None:
+        """Return one event counted under `key` (an attempt that never reached a verdict)."""
+        self.throttle.update_one(
+            {"_id": key, "count": {"$gt": 0}, "expires_at": {"$gt": now}}, {"$inc": {"count": -1}}
+        )
 
     @_translated
     def take(self, key: str, *, now: dt.datetime, window: int, limit: int) -> bool:

@@ -9,6 +9,7 @@ import ipaddress
 import json
 import logging
 import urllib.parse
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -108,9 +109,17 @@ def handle_invalid_body(req, resp, error: openapi.InvalidBody, params) -> None:
     raise InvalidFields(error.errors)
 
 
-def handle_invalid_field(req, resp, error: auth.InvalidField, params) -> None:
-    """A rule a schema cannot express: 422 naming the field."""
-    raise InvalidFields([(error.field, error.message)])
+def handle_invalid_input(req, resp, error: auth.InvalidInput, params) -> None:
+    """Rules a schema cannot express: 422 naming every field."""
+    raise InvalidFields(error.errors)
+
+
+def handle_revocations_stale(req, resp, error: auth.RevocationsStale, params) -> None:
+    """This worker cannot vouch that a token was not revoked: 503, try again shortly."""
+    raise falcon.HTTPServiceUnavailable(
+        description="Revocations could not be checked lately; try again shortly",
+        retry_after=int(RETRY_AFTER_UNAVAILABLE),
+    )
 
 
 def handle_throttled(req, resp, error: throttle.Throttled, params) -> None:
@@ -128,16 +137,39 @@ def handle_unexpected(req, resp, error: Exception, params) -> None:
         frame = frame.tb_next
     where = f"{frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame else "?"
     # The message and locals may hold secrets; the type and place are enough to find it.
-    log.error("unhandled %s in %s %s at %s", type(error).__name__, req.method, req.path, where)
+    log.error(
+        "unhandled %s in %s %s at %s",
+        type(error).__name__,
+        loggable(req.method),
+        loggable(req.path),
+        where,
+    )
     raise falcon.HTTPInternalServerError(description="An unexpected error occurred")
+
+
+# C0, DEL, C1 and the Unicode line and paragraph separators: all end a line somewhere.
+_CONTROL = {
+    code: f"\\u{code:04x}" for code in [*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029]
+} | {ord("\\"): "\\\\"}
+
+
+def loggable(text: str) -> str:
+    """Request data made safe for a log line: control characters (newlines) escaped."""
+    # A decoded path may hold %0a: unescaped, it would start a forged line of its own.
+    return text.translate(_CONTROL)
 
 
 # -- middleware -------------------------------------------------------------------------
 class BodyLimit:
-    """413 for bodies over 64 KiB, declared or streamed."""
+    """413 for bodies over 64 KiB, declared or streamed; media types in any case."""
 
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """Refuse large bodies before anything reads them."""
+        """Refuse large bodies before anything reads them; read media types in any case."""
+        if req.content_type:
+            # RFC 9110 §8.3.1: type, subtype and parameter names are case-insensitive, and so
+            # is the charset; Falcon's media handlers match lower case only. No media type we
+            # accept has a case-sensitive parameter (multipart's boundary would be one).
+            req.content_type = req.content_type.lower()
         length = req.content_length
         if length is not None:
             if length > MAX_BODY:
@@ -176,8 +208,23 @@ class SecurityHeaders:
 
 
 # -- request helpers --------------------------------------------------------------------
-def read_body(req: falcon.Request, schema_name: str, *, form: bool = False) -> dict[str, Any]:
-    """The JSON (or, where allowed, form) body, validated against its OpenAPI schema."""
+Rules = Callable[[dict[str, Any]], list[tuple[str, str]]]
+
+
+def read_body(
+    req: falcon.Request, schema_name: str, *, form: bool = False, rules: Rules | None = None
+) -> dict[str, Any]:
+    """The JSON (or form) body, valid against its OpenAPI schema and `rules`; 422 otherwise."""
+    body, problems = read_body_problems(req, schema_name, form=form, rules=rules)
+    if problems:
+        raise openapi.InvalidBody(problems)
+    return body
+
+
+def read_body_problems(
+    req: falcon.Request, schema_name: str, *, form: bool = False, rules: Rules | None = None
+) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The body and every invalid field in it: its schema's and `rules`' verdicts together."""
     media_type = (req.content_type or "").split(";")[0].strip().lower()
     allowed = (JSON, FORM) if form else (JSON,)
     if media_type not in allowed:
@@ -197,7 +244,12 @@ def read_body(req: falcon.Request, schema_name: str, *, form: bool = False) -> d
             ) from None
     if _nesting_depth(body) > MAX_NESTING:
         raise falcon.HTTPBadRequest(description=f"The body nests deeper than {MAX_NESTING} levels")
-    return openapi.validate(body, schema_name)
+    problems = openapi.problems(body, schema_name)
+    if rules is not None and isinstance(body, dict):
+        # A field the schema already refused is not judged again by the rules.
+        flagged = {field for field, _ in problems}
+        problems += [(field, message) for field, message in rules(body) if field not in flagged]
+    return body, sorted(set(problems))
 
 
 def _form_fields(req: falcon.Request) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from helpers import ADMIN_PASSWORD, PASSWORD, bearer, login
 
 from config import Config
 from service import create_app
+from throttle import counter_key
 
 MAX_BODY = 64 * 1024
 PERSON = {"name": "Ada Lovelace", "email": "ada@example.org", "age": 36}
@@ -353,7 +354,7 @@ def test_wrong_current_password_is_422_and_counts_as_a_failed_login(world):
         assert {error["field"] for error in problem["errors"]} == {"current_password"}
         assert list(world.db.users.find()) == world.before["users"]
         # A guess at the current password is a failed authentication: the throttle counts it.
-        counter = world.db.throttle.find_one({"_id": "login:account:alice"})
+        counter = world.db.throttle.find_one({"_id": counter_key("login:account", "alice")})
         assert counter["count"] == 1
     finally:
         world.restore()

@@ -70,7 +70,7 @@ def test_active_access_token(app, admin_token, as_json):
         answer,
         {
             "active": True,
-            "token_type": "access_token",
+            "token_type": "Bearer",
             "sub": claims["sub"],
             "username": "alice",
             "roles": ["user"],

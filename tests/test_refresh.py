@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
+import secrets
 import threading
 
 import bson
@@ -88,11 +89,9 @@ def test_refresh_token_is_stored_only_as_its_sha256_hash(make_config, make_app, 
     for name in db.list_collection_names():
         for document in db[name].find():
             assert token.encode() not in bson.encode(document), f"raw token in {name}"
-    stored = db.refresh_tokens.find_one({"_id": hashlib.sha256(token.encode()).hexdigest()})
-    assert stored["sid"] == sid
-    assert stored["used"] is False
-    assert stored["expires_at"] == clock.now + dt.timedelta(seconds=7200)
     session = db.sessions.find_one({"_id": sid})
+    assert session["current"] == hashlib.sha256(token.encode()).hexdigest()
+    assert session["retired"] == []
     assert session["expires_at"] == clock.now + dt.timedelta(seconds=7200)
     assert session["user_id"] == claims_of(answer.json["access_token"])["sub"]
 
@@ -109,7 +108,9 @@ def test_refresh_grant_rotates_tokens(app, db, send):
     me = app.get("/users/me", headers=bearer(second.json["access_token"]))
     assert me.json["username"] == "alice"
     old_hash = hashlib.sha256(first["refresh_token"].encode()).hexdigest()
-    assert db.refresh_tokens.find_one({"_id": old_hash})["used"] is True
+    new_hash = hashlib.sha256(second.json["refresh_token"].encode()).hexdigest()
+    session = db.sessions.find_one({"_id": claims_of(first["access_token"])["sid"]})
+    assert (session["current"], session["retired"]) == (new_hash, [old_hash])
     assert_token_answer(send(app, second.json["refresh_token"]))
 
 
@@ -124,7 +125,7 @@ def test_rotation_never_extends_the_session_lifetime(make_config, make_app, db):
     token = refresh_json(app, token).json["refresh_token"]
     clock.advance(9)
     token = refresh_json(app, token).json["refresh_token"]
-    stored = db.refresh_tokens.find_one({"_id": hashlib.sha256(token.encode()).hexdigest()})
+    stored = db.sessions.find_one({"current": hashlib.sha256(token.encode()).hexdigest()})
     assert stored["expires_at"] == logged_in_at + dt.timedelta(seconds=3600)
 
     clock.advance(1)  # login + TTL exactly: the session is over, however recently it rotated
@@ -162,14 +163,22 @@ def test_reused_refresh_token_revokes_the_whole_session(app):
 
 
 def test_concurrent_use_of_one_refresh_token_is_marked_used_once(app):
-    """store.use_refresh_token is one atomic find-and-modify: exactly one caller sees it fresh."""
+    """store.rotate_refresh_token is one atomic find-and-modify: exactly one caller rotates."""
     register(app, "alice")
     store = app.app.components.store
     for _ in range(10):
         token = login(app, "alice").json["refresh_token"]
         token_hash = hashlib.sha256(token.encode()).hexdigest()
-        fresh = run_at_once(8, lambda h=token_hash: store.use_refresh_token(h)["used"] is False)
-        assert fresh.count(True) == 1
+
+        def rotate(h=token_hash) -> str:
+            outcome, _ = store.rotate_refresh_token(
+                h, secrets.token_hex(32), now=dt.datetime.now(dt.UTC), keep=10, limit=60, window=600
+            )
+            return outcome
+
+        outcomes = run_at_once(8, rotate)
+        assert outcomes.count("rotated") == 1
+        assert outcomes.count("reused") == 7
 
 
 def test_concurrent_refreshes_with_one_token_at_most_one_succeeds(app, db):
@@ -181,7 +190,7 @@ def test_concurrent_refreshes_with_one_token_at_most_one_succeeds(app, db):
 
         def attempt(token=token) -> bool:
             try:
-                sessions.rotate(token)
+                sessions.refresh(token)
             except auth.InvalidGrant:
                 return False
             return True

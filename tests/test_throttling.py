@@ -15,6 +15,7 @@ from helpers import PASSWORD, ManualClock, assert_documented, login, register
 import openapi
 from config import Config, ConfigError
 from passwords import PasswordHasher
+from throttle import counter_key
 from web import client_address
 
 WRONG = "definitely-not-the-password"
@@ -191,7 +192,7 @@ def test_concurrent_wrong_passwords_get_exactly_the_allowed_number_of_tries(make
     assert statuses.count(400) == 5
     assert statuses.count(429) == 11
     throttle = app.app.components.store.throttle
-    assert throttle.find_one({"_id": "login:account:alice"})["count"] == 5
+    assert throttle.find_one({"_id": counter_key("login:account", "alice")})["count"] == 5
 
 
 def test_counters_live_in_mongodb_with_a_ttl_index(app, db):
@@ -204,10 +205,10 @@ def test_counters_live_in_mongodb_with_a_ttl_index(app, db):
     assert ttl["expires_at"] == 0
     ids = {doc["_id"] for doc in db["throttle"].find()}
     assert ids == {
-        "login:pair:192.0.2.10:alice",
-        "login:account:alice",
-        "login:address:192.0.2.10",
-        "register:address:192.0.2.10",
+        counter_key("login:pair", "192.0.2.10", "alice"),
+        counter_key("login:account", "alice"),
+        counter_key("login:address", "192.0.2.10"),
+        counter_key("register:address", "192.0.2.10"),
     }
 
 
