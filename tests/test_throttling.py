@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import datetime as dt
+import threading
 import time
 
 import falcon.testing
@@ -363,3 +364,43 @@ def test_x_forwarded_for_from_a_trusted_proxy_names_the_client(gunicorn_server):
     assert post_login(base, WRONG, "198.51.100.1, 203.0.113.1").status_code == 400
     assert post_login(base, PASSWORD, "203.0.113.1").status_code == 429
     assert post_login(base, PASSWORD, "203.0.113.2").status_code == 200
+
+
+def test_a_burst_of_right_passwords_is_never_told_to_wait_the_window(make_app, make_config):
+    # 32 clients logging in to one account at once (a load test, an app retrying): attempts
+    # still being checked fill the pair's limit, but they are not failures.
+    app = make_app(make_config(login_max_failures=5, login_window=900))
+    register(app, "alice")
+    body = {"grant_type": "password", "username": "alice", "password": PASSWORD}
+    start = threading.Barrier(32)
+
+    def attempt(_):
+        start.wait()
+        return falcon.testing.simulate_post(
+            app.app, "/auth/token", json=body, remote_addr="192.0.2.99"
+        )
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=32) as pool:
+        answers = list(pool.map(attempt, range(32)))
+    statuses = [answer.status_code for answer in answers]
+    assert set(statuses) <= {200, 429}, statuses
+    assert statuses.count(200) >= 5
+    for answer in answers:
+        if answer.status_code == 429:
+            assert int(answer.headers["Retry-After"]) <= 2
+            assert answer.json["error"] == "temporarily_unavailable"
+    # Nothing failed, so nothing is held against the account afterwards.
+    assert (
+        falcon.testing.simulate_post(
+            app.app, "/auth/token", json=body, remote_addr="192.0.2.99"
+        ).status_code
+        == 200
+    )
+
+
+def test_failures_still_block_for_the_window_after_a_burst(make_app, make_config, clock):
+    app = throttled_app(make_app, make_config, clock, login_max_failures=3, login_window=600)
+    register(app, "alice")
+    for _ in range(3):
+        assert_invalid_grant(login(app, "alice", WRONG, status=400))
+    assert_oauth_throttled(login(app, "alice", PASSWORD, status=429), 600)
