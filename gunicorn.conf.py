@@ -74,7 +74,7 @@ def on_starting(server):
     """Before workers fork: start the embedded DB when no MongoDB is configured."""
     global _embedded
     if _config.mongodb_uri is None:
-        from store import EmbeddedServer
+        from embedded import EmbeddedServer
 
         _embedded = EmbeddedServer(_config.data_dir)
         try:
