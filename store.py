@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import pymongo
+import pymongo.uri_parser
 from bson import ObjectId
 from bson.errors import InvalidId
 from pymongo import errors as mongo_errors
@@ -70,8 +71,15 @@ def object_id(value: str) -> ObjectId | None:
         return None
 
 
+# Every acknowledged write is in the journal (and, on a replica set, on a majority) before
+# the service answers 2xx: a crash or a failover then loses nothing a client was told about.
+DURABLE_WRITES: dict[str, Any] = {"w": "majority", "journal": True}
+# Write concern options a connection string may name; naming w or journal replaces ours.
+_WRITE_CONCERN_OPTIONS = ("w", "journal")
+
+
 def connect(uri: str, *, timeout_ms: int = 2000, **options: Any) -> pymongo.MongoClient:
-    """A MongoClient that fails fast when the server is away, so callers can answer 503."""
+    """A MongoClient that fails fast when the server is away and journals every write."""
     return pymongo.MongoClient(
         uri,
         serverSelectionTimeoutMS=timeout_ms,
@@ -79,8 +87,15 @@ def connect(uri: str, *, timeout_ms: int = 2000, **options: Any) -> pymongo.Mong
         socketTimeoutMS=max(timeout_ms * 5, 10_000),
         tz_aware=True,
         appname="tokenauth",
-        **options,
+        **{**_default_write_concern(uri), **options},
     )
+
+
+def _default_write_concern(uri: str) -> dict[str, Any]:
+    # MongoClient's keyword arguments override the URI's options, so pass ours only when
+    # the URI names neither w nor journal: an operator's explicit write concern wins whole.
+    named = pymongo.uri_parser.parse_uri(uri)["options"]
+    return {} if any(name in named for name in _WRITE_CONCERN_OPTIONS) else DURABLE_WRITES
 
 
 def _public(doc: dict[str, Any] | None) -> dict[str, Any] | None:
