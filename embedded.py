@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import collections
 import ctypes
 import json
 import os
@@ -11,8 +11,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import pymongo
 from pymongo import errors as mongo_errors
@@ -68,7 +71,10 @@ class EmbeddedServer:
         log.close()
         self._wait_ready(timeout)
         if self.storage != ":memory:":
-            self.marker.write_text(json.dumps({"pid": self.process.pid, "uri": self.uri}))
+            # Replaced whole, so a reader (the CLI) never sees a half-written marker.
+            draft = self.marker.with_suffix(".tmp")
+            draft.write_text(json.dumps({"pid": self.process.pid, "uri": self.uri}))
+            os.replace(draft, self.marker)
         return self.uri
 
     def _wait_ready(self, timeout: float) -> None:
@@ -109,6 +115,132 @@ class EmbeddedServer:
         self.marker.unlink(missing_ok=True)
 
 
+class Supervisor:
+    """Keeps an embedded server running: a child that dies is started again, same data and port.
+
+    A daemon thread polls the child. It forks the restarted children itself and lives as long
+    as the supervisor, because PR_SET_PDEATHSIG fires when the forking thread exits.
+    """
+
+    def __init__(
+        self,
+        server: EmbeddedServer,
+        *,
+        log: Logger,
+        max_exits: int = 5,
+        window: float = 60.0,
+        poll: float = 0.2,
+        retry_delay: float = 1.0,
+    ) -> None:
+        self.server = server
+        self.log = log
+        self.max_exits = max_exits
+        self.window = window
+        self.poll = poll
+        self.retry_delay = retry_delay
+        self._exits: collections.deque[float] = collections.deque()
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()  # held while a child is replaced or stopped
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> str:
+        """Start the server from the calling thread, then watch it; its URI."""
+        uri = self.server.start()
+        self._thread = threading.Thread(
+            target=self._watch, name="tokenauth-embedded-supervisor", daemon=True
+        )
+        self._thread.start()
+        return uri
+
+    def stop(self) -> None:
+        """Stop watching, then stop the server."""
+        self._stopping.set()
+        with self._lock:
+            self.server.stop()
+        if self._thread is not None:
+            self._thread.join(timeout=self.poll * 10)
+
+    def _watch(self) -> None:
+        while self._wait_for_exit():
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                if self._crash_loop():
+                    self.server.stop()  # reaps the dead child and removes the stale marker
+                    self.log.error(
+                        "embedded server exited %d times within %d s; not restarting it again "
+                        "(see %s); requests answer 503 until the service is restarted",
+                        self.max_exits,
+                        self.window,
+                        self.server.data_dir / "embedded.log",
+                    )
+                    return
+                restarted = self._restart()
+            if not restarted:
+                self._stopping.wait(self.retry_delay)
+
+    def _wait_for_exit(self) -> bool:
+        """Block until the child is gone (True) or the supervisor is stopped (False)."""
+        while not self._stopping.is_set():
+            process = self.server.process
+            if process is None or process.poll() is not None:
+                return True
+            self._stopping.wait(self.poll)
+        return False
+
+    def _crash_loop(self) -> bool:
+        now = time.monotonic()
+        self._exits.append(now)
+        while now - self._exits[0] > self.window:
+            self._exits.popleft()
+        return len(self._exits) >= self.max_exits
+
+    def _restart(self) -> bool:
+        """Start the server again on its port; False (and one log line) when it would not."""
+        dead = self.server.process.pid if self.server.process else None
+        if port_taken(self.server.port):
+            self.log.error(
+                "embedded server (pid %s) exited and its port %d is taken by another "
+                "process; retrying in %g s",
+                dead,
+                self.server.port,
+                self.retry_delay,
+            )
+            return False
+        try:
+            uri = self.server.start()
+        except RuntimeError as error:
+            self.log.error("embedded server (pid %s) exited and did not restart: %s", dead, error)
+            return False
+        self.log.warning(
+            "embedded server (pid %s) exited; restarted as pid %d on %s",
+            dead,
+            self.server.process.pid,
+            uri,
+        )
+        return True
+
+
+class Logger(Protocol):
+    """What the supervisor logs through: gunicorn's logger or a logging.Logger."""
+
+    def warning(self, msg: str, *args: object) -> None: ...
+
+    def error(self, msg: str, *args: object) -> None: ...
+
+
+def port_taken(port: int) -> bool:
+    """True when something listens on the loopback port."""
+    with socket.socket() as sock:
+        # SO_REUSEADDR: connections of a killed server left in TIME_WAIT do not count.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
 def running_embedded_uri(data_dir: Path) -> str | None:
     """The URI of an embedded server already running over `data_dir`, if any."""
     try:
@@ -137,8 +269,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _prctl() -> Callable[..., int] | None:
+    try:
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+# Looked up once in the parent: a child forked by a threaded parent must not call dlopen/dlsym.
+_PRCTL = _prctl()
+
+
 def die_with_parent() -> None:
-    """In a child before exec: die when the parent does."""
+    """In a child before exec: die when the parent (the thread that forked it) does."""
     # A killed parent must not leave the database behind (Linux prctl PR_SET_PDEATHSIG).
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGTERM)
