@@ -6,6 +6,7 @@ import argparse
 import sys
 
 import auth
+import embedded
 import store as store_module
 import throttle
 from config import Config, ConfigError
@@ -71,19 +72,20 @@ class _cli_store:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.server: store_module.EmbeddedServer | None = None
-        self.client = None
+        self.server: embedded.EmbeddedServer | None = None
+        self.store: store_module.Store | None = None
 
     def __enter__(self) -> store_module.Store:
-        uri = self.config.mongodb_uri or store_module.running_embedded_uri(self.config.data_dir)
+        uri = self.config.mongodb_uri or embedded.running_embedded_uri(self.config.data_dir)
         if uri is None:
-            self.server = store_module.EmbeddedServer(self.config.data_dir)
+            self.server = embedded.EmbeddedServer(self.config.data_dir)
             uri = self.server.start()
-        self.client = store_module.connect(uri, timeout_ms=self.config.db_timeout_ms)
-        return store_module.Store(self.client[self.config.db_name])
+        client = store_module.connect(uri, timeout_ms=self.config.db_timeout_ms)
+        self.store = store_module.Store(client[self.config.db_name])
+        return self.store
 
     def __exit__(self, *exc_info) -> None:
-        self.client.close()
+        self.store.close()
         if self.server is not None:
             self.server.stop()
 

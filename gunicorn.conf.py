@@ -82,27 +82,29 @@ forwarded_allow_ips = ",".join(_config.trusted_proxies) or os.environ.get(
     "FORWARDED_ALLOW_IPS", "127.0.0.1,::1"
 )
 
-_embedded = None
+_supervisor = None
 
 
 def on_starting(server):
-    """Before workers fork: start the embedded DB when no MongoDB is configured."""
-    global _embedded
+    """Before workers fork: start and supervise the embedded DB when no MongoDB is configured."""
+    global _supervisor
     if _config.mongodb_uri is None:
-        from store import EmbeddedServer
+        from embedded import EmbeddedServer, Supervisor
 
-        _embedded = EmbeddedServer(_config.data_dir)
+        embedded = EmbeddedServer(_config.data_dir)
+        # A child that dies comes back on the same port: workers reconnect by themselves.
+        _supervisor = Supervisor(embedded, log=server.log)
         try:
-            uri = _embedded.start()
+            uri = _supervisor.start()
         except RuntimeError as error:  # not installed, or it would not start: say why, once
             print(f"tokenauth: embedded server: {error}", file=sys.stderr)
             sys.exit(2)
         # Workers are forked from here, so they inherit the address of the embedded server.
         os.environ["TOKENAUTH_MONGODB_URI"] = uri
-        server.log.info("embedded MongoDB-wire server on %s, data in %s", uri, _embedded.storage)
+        server.log.info("embedded MongoDB-wire server on %s, data in %s", uri, embedded.storage)
 
 
 def on_exit(server):
     """Stop the embedded database with the service."""
-    if _embedded is not None:
-        _embedded.stop()
+    if _supervisor is not None:
+        _supervisor.stop()

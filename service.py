@@ -9,6 +9,7 @@ from typing import Any
 import falcon
 
 import auth
+import embedded
 import openapi
 import store as store_module
 import throttle
@@ -283,11 +284,11 @@ class Service(falcon.App):
     def close(self) -> None:
         """Stop the background refresher and the database client."""
         self.components.refresher.stop()
-        self.components.store.db.client.close()
+        self.components.store.close()
 
 
 def _database_uri(config: Config) -> str:
-    uri = config.mongodb_uri or store_module.running_embedded_uri(config.data_dir)
+    uri = config.mongodb_uri or embedded.running_embedded_uri(config.data_dir)
     if uri is None:
         raise ConfigError(
             "TOKENAUTH_MONGODB_URI",

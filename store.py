@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import datetime as dt
 import functools
-import json
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import pymongo
+import pymongo.uri_parser
 from bson import ObjectId
 from bson.errors import InvalidId
 from pymongo import errors as mongo_errors
@@ -31,7 +21,9 @@ _UNAVAILABLE = (
     # ConnectionFailure covers AutoReconnect, NetworkTimeout and ServerSelectionTimeoutError.
     mongo_errors.ConnectionFailure,
     mongo_errors.ExecutionTimeout,
-    mongo_errors.WTimeoutError,
+    # The write concern was not met (a timeout, too few members): the write may or may not
+    # stand, so it is not acknowledged; the client retries.
+    mongo_errors.WriteConcernError,
     mongo_errors.NotPrimaryError,
 )
 
@@ -81,8 +73,15 @@ def object_id(value: str) -> ObjectId | None:
         return None
 
 
+# Every acknowledged write is in the journal (and, on a replica set, on a majority) before
+# the service answers 2xx: a crash or a failover then loses nothing a client was told about.
+DURABLE_WRITES: dict[str, Any] = {"w": "majority", "journal": True}
+# Write concern options a connection string may name; naming w or journal replaces ours.
+_WRITE_CONCERN_OPTIONS = ("w", "journal")
+
+
 def connect(uri: str, *, timeout_ms: int = 2000, **options: Any) -> pymongo.MongoClient:
-    """A MongoClient that fails fast when the server is away, so callers can answer 503."""
+    """A MongoClient that fails fast when the server is away and journals every write."""
     return pymongo.MongoClient(
         uri,
         serverSelectionTimeoutMS=timeout_ms,
@@ -90,8 +89,15 @@ def connect(uri: str, *, timeout_ms: int = 2000, **options: Any) -> pymongo.Mong
         socketTimeoutMS=max(timeout_ms * 5, 10_000),
         tz_aware=True,
         appname="tokenauth",
-        **options,
+        **{**_default_write_concern(uri), **options},
     )
+
+
+def _default_write_concern(uri: str) -> dict[str, Any]:
+    # MongoClient's keyword arguments override the URI's options, so pass ours only when
+    # the URI names neither w nor journal: an operator's explicit write concern wins whole.
+    named = pymongo.uri_parser.parse_uri(uri)["options"]
+    return {} if any(name in named for name in _WRITE_CONCERN_OPTIONS) else DURABLE_WRITES
 
 
 def _public(doc: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -112,6 +118,10 @@ class Store:
         self.sessions = db["sessions"]
         self.revocations = db["revocations"]
         self.throttle = db["throttle"]
+
+    def close(self) -> None:
+        """Close the client this store's database belongs to."""
+        self.db.client.close()
 
     # -- housekeeping ------------------------------------------------------------------
     @_translated
@@ -440,130 +450,3 @@ class Store:
     def reset_counter(self, key: str) -> None:
         """Forget the events counted under `key`."""
         self.throttle.delete_one({"_id": key})
-
-
-# -- the embedded development server ---------------------------------------------------
-class EmbeddedServer:
-    """A `secantusd-py` child process: MongoDB's wire protocol on a free loopback port."""
-
-    def __init__(
-        self,
-        data_dir: Path,
-        *,
-        executable: str | None = None,
-        test_commands: bool = False,
-        storage: str | None = None,
-    ) -> None:
-        self.data_dir = Path(data_dir)
-        self.executable = executable or _find_secantusd()
-        self.test_commands = test_commands
-        self.storage = storage or str(self.data_dir / "db")
-        self.port: int | None = None
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def uri(self) -> str:
-        """The connection string of the running server."""
-        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
-
-    @property
-    def marker(self) -> Path:
-        """A file telling other processes (the CLI) where the running server listens."""
-        return self.data_dir / "embedded.json"
-
-    def start(self, timeout: float = 30.0) -> str:
-        """Start the server (same port again after a stop) and wait until it answers a ping."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        if self.storage != ":memory:":
-            Path(self.storage).mkdir(parents=True, exist_ok=True)
-        self.port = self.port or free_port()
-        command = [
-            self.executable,
-            "--host", "127.0.0.1",
-            "--port", str(self.port),
-            "--storage-path", self.storage,
-            "--log-level", "WARNING",
-        ]  # fmt: skip
-        if self.test_commands:
-            command.append("--enable-test-commands")
-        log = open(self.data_dir / "embedded.log", "ab")  # noqa: SIM115 - owned by the child
-        self.process = subprocess.Popen(
-            command, stdout=log, stderr=log, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent
-        )
-        log.close()
-        self._wait_ready(timeout)
-        if self.storage != ":memory:":
-            self.marker.write_text(json.dumps({"pid": self.process.pid, "uri": self.uri}))
-        return self.uri
-
-    def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        client = pymongo.MongoClient(self.uri, serverSelectionTimeoutMS=500)
-        try:
-            while True:
-                if self.process.poll() is not None:
-                    raise RuntimeError(
-                        f"secantusd-py exited with {self.process.returncode}; "
-                        f"see {self.data_dir / 'embedded.log'}"
-                    )
-                try:
-                    client.admin.command("ping")
-                    return
-                except mongo_errors.PyMongoError:
-                    if time.monotonic() > deadline:
-                        self.stop()
-                        raise RuntimeError(
-                            "secantusd-py did not answer within its start-up time"
-                        ) from None
-                    time.sleep(0.1)
-        finally:
-            client.close()
-
-    def stop(self) -> None:
-        """Stop the server and wait for it to exit."""
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-        self.marker.unlink(missing_ok=True)
-
-
-def running_embedded_uri(data_dir: Path) -> str | None:
-    """The URI of an embedded server already running over `data_dir`, if any."""
-    try:
-        info = json.loads((Path(data_dir) / "embedded.json").read_text())
-        os.kill(info["pid"], 0)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return info["uri"]
-
-
-def _find_secantusd() -> str:
-    beside_python = Path(sys.executable).parent / "secantusd-py"
-    found = str(beside_python) if beside_python.exists() else shutil.which("secantusd-py")
-    if not found:
-        raise RuntimeError(
-            "the embedded server needs the 'embedded' extra (pip install -e '.[embedded]'), "
-            "or set TOKENAUTH_MONGODB_URI"
-        )
-    return found
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def die_with_parent() -> None:
-    """In a child before exec: die when the parent does."""
-    # A killed parent must not leave the database behind (Linux prctl PR_SET_PDEATHSIG).
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)

@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_once(load: Load, gunicorn_args: list[str], extra_env: dict[str, str]) -> report.Run:
     """Start everything, measure every row, stop everything (also on errors and Ctrl-C)."""
-    from store import EmbeddedServer  # the embedded extra is needed only here
+    from embedded import EmbeddedServer  # the embedded extra is needed only here
 
     with (
         tempfile.TemporaryDirectory(prefix="tokenauth-bench-") as scratch,

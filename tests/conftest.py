@@ -13,8 +13,8 @@ import pytest
 import webtest
 from helpers import BIN, ROOT, free_port, login, make_admin, register, service_env, wait_http
 
-import store as store_module
 from config import Config
+from embedded import EmbeddedServer
 from service import Service, create_app
 
 
@@ -25,7 +25,7 @@ def mongo_uri(tmp_path_factory) -> Iterator[str]:
     if uri:
         yield uri
         return
-    server = store_module.EmbeddedServer(tmp_path_factory.mktemp("embedded"), test_commands=True)
+    server = EmbeddedServer(tmp_path_factory.mktemp("embedded"), test_commands=True)
     yield server.start()
     server.stop()
 

@@ -13,7 +13,7 @@ import jsonschema
 import webtest
 
 import openapi
-from store import free_port  # noqa: F401 - re-exported for the tests
+from embedded import free_port  # noqa: F401 - re-exported for the tests
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import stat
 import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -159,3 +162,134 @@ def test_make_run_generates_its_key_under_the_data_dir_owner_only(make_run, tmp_
     (key,) = [path for path in keys_dir.iterdir() if path.suffix == ".pem"]
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert stat.S_IMODE(keys_dir.stat().st_mode) & 0o077 == 0
+
+
+# -- (d) the `make run` path heals itself when the embedded server dies ------------------
+# The supervisor's bound: a killed server answers again within this many seconds.
+RESTART_BOUND = 10.0
+GIVE_UP = "not restarting it again"
+
+
+def advertised(data_dir: Path) -> dict | None:
+    """The marker of the embedded server ({"pid", "uri"}), or None while there is none."""
+    try:
+        return json.loads((data_dir / "embedded.json").read_text())
+    except FileNotFoundError:
+        return None
+
+
+def databases_of(master: int) -> list[int]:
+    """The master's secantusd-py children."""
+    return [pid for pid in children(master) if any("secantusd" in a for a in command_line(pid))]
+
+
+def assert_unavailable(health: requests.Response) -> None:
+    """/health while the database is down: 503, Retry-After, the unavailable body."""
+    assert health.status_code == 503, health.text
+    assert health.headers["Retry-After"] == "5"
+    body = health.json()
+    assert set(body) == {"status", "revocations_age"}
+    assert body["status"] == "unavailable"
+
+
+def test_make_run_restarts_a_killed_embedded_server_on_the_same_port(make_run, tmp_path):
+    data_dir = tmp_path / "var"
+    master, base = make_run()
+    created = fresh("POST", f"{base}/users", json={"username": "alice", "password": PASSWORD})
+    assert created.status_code == 201, created.text
+    before = advertised(data_dir)
+    workers = sorted(pid for pid in children(master.pid) if pid != before["pid"])
+
+    os.kill(before["pid"], signal.SIGKILL)
+    killed, unavailable = time.monotonic(), 0
+    while (health := fresh("GET", f"{base}/health")).status_code != 200:
+        assert_unavailable(health)
+        unavailable += 1
+        assert time.monotonic() - killed < RESTART_BOUND, "no recovery within the bound"
+        time.sleep(0.05)
+    restart_time = time.monotonic() - killed
+
+    wait_until(lambda: advertised(data_dir)["pid"] != before["pid"], RESTART_BOUND, "new marker")
+    after = advertised(data_dir)
+    assert after["uri"] == before["uri"], "the same port: workers reconnect by themselves"
+    assert databases_of(master.pid) == [after["pid"]]
+    assert not alive(before["pid"])
+    # No gunicorn restart: the same master and the same workers serve what was there before.
+    assert master.poll() is None
+    assert sorted(pid for pid in children(master.pid) if pid != after["pid"]) == workers
+    login_token(base, "alice", PASSWORD)
+    log = (tmp_path / "gunicorn.log").read_text()
+    assert f"embedded server (pid {before['pid']}) exited; restarted as pid {after['pid']}" in log
+    print(f"kill -> /health 200 in {restart_time:.2f} s, {unavailable} 503s", file=sys.stderr)
+
+    # The restarted child was forked by the supervisor's thread: it still dies with the master.
+    master.kill()
+    wait_gone([after["pid"], *workers])
+
+
+def test_make_run_stops_restarting_an_embedded_server_in_a_crash_loop(make_run, tmp_path):
+    data_dir = tmp_path / "var"
+    master, base = make_run()
+    killed: list[int] = []
+    for _ in range(5):
+        wait_until(
+            lambda: (info := advertised(data_dir)) and info["pid"] not in killed,
+            RESTART_BOUND,
+            "a restarted embedded server",
+        )
+        killed.append(advertised(data_dir)["pid"])
+        os.kill(killed[-1], signal.SIGKILL)
+
+    log_path = tmp_path / "gunicorn.log"
+    wait_until(lambda: GIVE_UP in log_path.read_text(), RESTART_BOUND, "the give-up line")
+    time.sleep(2.0)  # ten polls of the supervisor: time enough to restart, if it would
+    assert databases_of(master.pid) == []
+    assert advertised(data_dir) is None
+    assert_unavailable(fresh("GET", f"{base}/health"))
+    assert master.poll() is None
+    log = log_path.read_text()
+    (line,) = [line for line in log.splitlines() if GIVE_UP in line]
+    assert "embedded server exited 5 times within 60 s" in line
+    assert str(data_dir / "embedded.log") in line
+    assert "Traceback" not in log
+
+
+def squat(port: int, timeout: float = 5.0) -> socket.socket:
+    """Listen on `port` as soon as it is free (another program taking it)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+            sock.listen()
+            return sock
+        except OSError:
+            sock.close()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.001)
+
+
+def test_make_run_says_when_the_embedded_port_is_taken_and_recovers_once_free(make_run, tmp_path):
+    data_dir = tmp_path / "var"
+    master, base = make_run()
+    before = advertised(data_dir)
+    port = int(before["uri"].split(":")[2].split("/")[0])
+    log_path = tmp_path / "gunicorn.log"
+
+    os.kill(before["pid"], signal.SIGKILL)
+    with squat(port):
+        wait_until(lambda: "is taken by another process" in log_path.read_text(), RESTART_BOUND)
+        assert_unavailable(fresh("GET", f"{base}/health"))
+    wait_http(f"{base}/health", timeout=RESTART_BOUND)
+    assert advertised(data_dir)["uri"] == before["uri"]
+    assert master.poll() is None
+    # One line per attempt while the port is taken, each saying why.
+    lines = [line for line in log_path.read_text().splitlines() if "is taken" in line]
+    assert lines
+    for line in lines:
+        assert (
+            f"(pid {before['pid']}) exited and its port {port} is taken by another process" in line
+        )
+        assert line.endswith("; retrying in 1 s")

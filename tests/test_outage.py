@@ -7,7 +7,7 @@ import time
 import pytest
 from helpers import bearer, login, make_admin, register
 
-import store as store_module
+from embedded import EmbeddedServer
 
 RECOVERY_TIMEOUT = 20.0
 PERSON = {"name": "Ada Lovelace", "email": "ada@example.org", "age": 36}
@@ -16,7 +16,7 @@ PERSON = {"name": "Ada Lovelace", "email": "ada@example.org", "age": 36}
 @pytest.fixture
 def server(tmp_path):
     """A wire server of this test alone, so that stopping it harms no other test."""
-    embedded = store_module.EmbeddedServer(tmp_path / "outage")
+    embedded = EmbeddedServer(tmp_path / "outage")
     embedded.start()
     yield embedded
     embedded.stop()

@@ -20,7 +20,7 @@ from helpers import PASSWORD, ManualClock, bearer, free_port, login, register
 from processes import children, command_line
 
 import auth
-import store as store_module
+import embedded
 from keys import KeyRing
 from passwords import PasswordHasher
 from throttle import counter_key
@@ -140,7 +140,7 @@ def test_a_stale_revocation_set_is_logged_when_it_passes_the_bound(make_config, 
 # -- 2. revocation never fails open ------------------------------------------------------
 def test_a_revoked_token_never_passes_a_worker_cut_off_from_the_database(gunicorn_server, tmp_path):
     """Logout, SIGSTOP the database, restart the workers: the token is 401 or 503, never 204."""
-    server = store_module.EmbeddedServer(tmp_path / "db")
+    server = embedded.EmbeddedServer(tmp_path / "db")
     server.start()
     try:
         base = gunicorn_server({"TOKENAUTH_MONGODB_URI": server.uri})
