@@ -5,21 +5,13 @@ from __future__ import annotations
 import urllib.parse
 
 import requests
-from helpers import PASSWORD, bearer
-
-# Registrable names, each with the header value a proxy must receive (ASCII unchanged).
-USERNAMES = {
-    "bob": "bob",
-    "дмитрий": "%D0%B4%D0%BC%D0%B8%D1%82%D1%80%D0%B8%D0%B9",
-    "山田太郎": "%E5%B1%B1%E7%94%B0%E5%A4%AA%E9%83%8E",
-    "josé": "jos%C3%A9",
-}
+from helpers import PASSWORD, UNICODE_USERNAMES, bearer
 
 
 def test_verify_percent_encodes_unicode_usernames_under_gunicorn(gunicorn_server):
     # webtest does not apply gunicorn's header checks: only a real gunicorn shows the 500.
     base = gunicorn_server(args=("--workers", "1", "--threads", "4"))
-    for username, encoded in USERNAMES.items():
+    for username, encoded in UNICODE_USERNAMES.items():
         body = {"username": username, "password": PASSWORD}
         created = requests.post(f"{base}/users", json=body, timeout=10)
         assert created.status_code == 201, created.text
