@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-APT_PACKAGES := chromium wrk
+APT_PACKAGES := chromium wrk nginx
 
 .PHONY: install run test lint format bench system-deps clean
 
@@ -15,14 +15,24 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP)
 
-# Debian packages the tests and the benchmark drive: headless Chromium and wrk.
+# Debian packages the tests and the benchmark drive: headless Chromium, wrk, and nginx.
+# Each package is named like its command; nginx's is in /usr/sbin. nginx's postinst may
+# fail to start the system service (port 80 taken, no init): the tests start their own,
+# so only a command still missing after apt-get is an error.
 system-deps:
 	@missing=""; \
-	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
-	command -v wrk >/dev/null 2>&1 || missing="$$missing wrk"; \
+	for tool in $(APT_PACKAGES); do \
+	  PATH="$$PATH:/usr/sbin" command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; \
+	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  apt-get update -qq; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null \
+	    || echo "apt-get reported an error; checking the commands"; \
+	  for tool in $$missing; do \
+	    PATH="$$PATH:/usr/sbin" command -v $$tool >/dev/null 2>&1 \
+	      || { echo "still missing: $$tool"; exit 1; }; \
+	  done; \
 	fi
 
 run: install

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +145,8 @@ class Verify:
         claims = req.context.claims
         resp.status = falcon.HTTP_204
         resp.set_header("X-Auth-Subject", claims["sub"])
-        resp.set_header("X-Auth-Username", claims["username"])
+        # Header values are Latin-1 at most (gunicorn refuses others): UTF-8, percent-encoded.
+        resp.set_header("X-Auth-Username", urllib.parse.quote(claims["username"], safe=""))
         resp.set_header("X-Auth-Roles", ",".join(claims["roles"]))
         resp.set_header("Cache-Control", "no-store")
 

@@ -19,6 +19,14 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 PASSWORD = "tangerine-ocelot-harbour-41"
 ADMIN_PASSWORD = "quietly-ferrous-lantern-1987"
+# Registrable names and the X-Auth-Username a proxy must get for each (ASCII unchanged).
+UNICODE_USERNAMES = {
+    "bob": "bob",
+    "дмитрий": "%D0%B4%D0%BC%D0%B8%D1%82%D1%80%D0%B8%D0%B9",
+    "山田太郎": "%E5%B1%B1%E7%94%B0%E5%A4%AA%E9%83%8E",
+    "josé": "jos%C3%A9",
+    "ana@example.org": "ana%40example.org",
+}
 
 
 def register(app: webtest.TestApp, username: str, password: str = PASSWORD, **kwargs):

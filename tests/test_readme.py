@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from helpers import ROOT, service_env
@@ -37,13 +38,11 @@ def masked(text: str) -> str:
     return text.strip()
 
 
-def test_readme_walk_through_runs_verbatim(gunicorn_server, mongo_uri, db_name, tmp_path):
+def run_walk_through(port: str, env: dict[str, str], cwd: Path) -> None:
+    """Run the README's console block against 127.0.0.1:PORT; each output must match."""
     if shutil.which("curl") is None:
         pytest.fail("curl is needed to run the README's walk-through")
-    base = gunicorn_server()
-    port = base.rsplit(":", 1)[1]
-    (tmp_path / ".venv").symlink_to(ROOT / ".venv")
-    env = service_env(TOKENAUTH_MONGODB_URI=mongo_uri, TOKENAUTH_DB_NAME=db_name)
+    (cwd / ".venv").symlink_to(ROOT / ".venv")
     steps = walk_through()
     assert len(steps) >= 8
     script = []
@@ -52,7 +51,7 @@ def test_readme_walk_through_runs_verbatim(gunicorn_server, mongo_uri, db_name, 
         script.append(f"echo; echo '--- step {index} ---'")
     result = subprocess.run(
         ["bash", "-c", "\n".join(script)],
-        cwd=tmp_path,
+        cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
@@ -63,3 +62,9 @@ def test_readme_walk_through_runs_verbatim(gunicorn_server, mongo_uri, db_name, 
     outputs = re.split(r"--- step \d+ ---\n?", result.stdout)
     for (command, expected), actual in zip(steps, outputs, strict=False):
         assert masked(actual) == masked(expected), command
+
+
+def test_readme_walk_through_runs_verbatim(gunicorn_server, mongo_uri, db_name, tmp_path):
+    base = gunicorn_server()
+    env = service_env(TOKENAUTH_MONGODB_URI=mongo_uri, TOKENAUTH_DB_NAME=db_name)
+    run_walk_through(base.rsplit(":", 1)[1], env, tmp_path)
