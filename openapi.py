@@ -81,7 +81,11 @@ def _describe(error: jsonschema.ValidationError) -> list[tuple[str, str]]:
         ]
     messages = {
         "type": lambda: f"must be of type {_types(error.validator_value)}",
-        "minLength": lambda: f"must be at least {error.validator_value} characters",
+        "minLength": lambda: (
+            "must not be empty"
+            if error.validator_value == 1
+            else f"must be at least {error.validator_value} characters"
+        ),
         "maxLength": lambda: f"must be at most {error.validator_value} characters",
         "minimum": lambda: f"must be at least {error.validator_value}",
         "maximum": lambda: f"must be at most {error.validator_value}",
