@@ -17,9 +17,18 @@ import falcon
 import jwt
 
 import store as store_module
+from clock import Clock, utcnow
+from errors import (
+    InvalidGrant,
+    InvalidInput,
+    InvalidToken,
+    RevocationsStale,
+    Throttled,
+    Unavailable,
+)
 from keys import CLOCK_SKEW, KeyRing
 from passwords import PasswordHasher, PolicyError, check_policy, normalize
-from throttle import LoginThrottle, RegistrationThrottle, Throttled
+from throttle import LoginThrottle, RegistrationThrottle
 
 log = logging.getLogger("tokenauth")
 events_log = logging.getLogger("tokenauth.events")
@@ -29,48 +38,12 @@ ACCESS_TOKEN_TYPE = "at+jwt"
 REQUIRED_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "jti", "sid", "username", "roles")
 USERNAME_PUNCTUATION = frozenset("._-@")
 
-Clock = Callable[[], dt.datetime]
-
-
-def utcnow() -> dt.datetime:
-    """The current time, aware, in UTC."""
-    return dt.datetime.now(dt.UTC)
-
 
 def log_event(event: str, **fields: Any) -> None:
     """One JSON line per auth event; callers pass ids and addresses, never secrets."""
     time = utcnow().isoformat(timespec="milliseconds").replace("+00:00", "Z")
     line = {"event": event, "time": time, **fields}
     events_log.info(json.dumps(line, default=str, sort_keys=True))
-
-
-# -- errors -----------------------------------------------------------------------------
-class InvalidGrant(Exception):
-    """A grant that cannot be honoured (RFC 6749 §5.2 `invalid_grant`)."""
-
-    def __init__(self, description: str) -> None:
-        super().__init__(description)
-        self.description = description
-
-
-class InvalidToken(Exception):
-    """An access token that must not be accepted; the description is safe to show."""
-
-    def __init__(self, description: str) -> None:
-        super().__init__(description)
-        self.description = description
-
-
-class InvalidInput(Exception):
-    """Input fields that fail rules a schema cannot express; `errors` lists (field, message)."""
-
-    def __init__(self, errors: list[tuple[str, str]]) -> None:
-        super().__init__("; ".join(f"{field} {message}" for field, message in errors))
-        self.errors = errors
-
-
-class RevocationsStale(Exception):
-    """This worker could not refresh its revocation set lately: it must not trust it."""
 
 
 # -- usernames --------------------------------------------------------------------------
@@ -260,7 +233,7 @@ class RevocationCache:
         try:
             self._inline_tried_at = now
             self._poll_locked()
-        except store_module.Unavailable:
+        except Unavailable:
             raise RevocationsStale() from None
         finally:
             self._lock.release()
@@ -322,7 +295,7 @@ class BackgroundRefresher:
         for name, task in self.tasks:
             try:
                 task()
-            except store_module.Unavailable:
+            except Unavailable:
                 self._failed(name, "database unavailable")
             except Exception as exc:  # the loop must outlive any bug or odd file it meets
                 self._failed(name, _describe_failure(exc))
@@ -675,6 +648,11 @@ def unauthorized(description: str | None = None) -> falcon.HTTPUnauthorized:
     )
 
 
+def require_admin(req: falcon.Request, resp: falcon.Response, resource, params) -> None:
+    """Falcon hook: the caller must hold the admin role."""
+    require_role(req, "admin")
+
+
 def require_role(req: falcon.Request, role: str) -> None:
     """403 insufficient_scope unless the caller's token carries `role`."""
     if role not in req.context.claims["roles"]:
@@ -684,6 +662,10 @@ def require_role(req: falcon.Request, role: str) -> None:
             description=description,
             headers={"WWW-Authenticate": _challenge("insufficient_scope", description)},
         )
+
+
+# For a resource that no method of needs a token: `public_methods = EVERY_METHOD`.
+EVERY_METHOD = frozenset(falcon.constants.COMBINED_METHODS)
 
 
 class BearerAuth:
@@ -697,10 +679,9 @@ class BearerAuth:
         self, req: falcon.Request, resp: falcon.Response, resource, params
     ) -> None:
         """Authenticate the request, or answer 401."""
-        if resource is None or getattr(resource, "auth", "bearer") is None:
+        # A resource lists the methods anyone may call; every other method needs a token.
+        if resource is None or req.method in getattr(resource, "public_methods", ()):
             return
-        if req.method in getattr(resource, "public_methods", ()):
-            return  # a mixed resource (POST /users registers, GET /users is for admins)
         if req.method == "OPTIONS":
             return  # CORS preflight carries no credentials
         req.context.claims = self.authenticate(req.get_header("Authorization"))

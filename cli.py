@@ -1,17 +1,19 @@
-"""The `tokenauth` command line: create-user and rotate-key."""
+"""The `tokenauth` command line: create-user and rotate-key, on the service's own wiring."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import sys
+from collections.abc import Iterator
 
-import auth
 import embedded
-import store as store_module
-import throttle
-from config import Config, ConfigError
+from auth import log_event
+from config import Config
+from errors import ConfigError, Conflict, InvalidInput, Unavailable
 from keys import KeyRing
-from passwords import PasswordHasher
+from service import Components, build_components
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,52 +44,46 @@ def main(argv: list[str] | None = None) -> int:
             print(f"new signing key {kid}; older keys verify until their tokens expire")
             return 0
         password = sys.stdin.readline().rstrip("\r\n")
-        with _cli_store(config) as store:
-            store.ensure_indexes()
-            accounts = auth.Accounts(
-                store,
-                PasswordHasher(),
-                throttle.LoginThrottle(store, max_failures=1, window=1),
-                password_min_length=config.password_min_length,
-            )
+        with service_components(config) as components:
+            components.store.ensure_indexes()
             roles = ("user", "admin") if args.admin else ("user",)
-            user = accounts.register(args.username, password, roles=roles)
+            user = components.accounts.register(args.username, password, roles=roles)
     except ConfigError as exc:
         return fail(str(exc))
-    except auth.InvalidInput as exc:
+    except InvalidInput as exc:
         return fail("; ".join(f"{field} {message}" for field, message in exc.errors))
-    except store_module.Conflict:
+    except Conflict:
         return fail(f"the username {args.username!r} is already taken")
-    except store_module.Unavailable:
+    except Unavailable:
         return fail("the database is unreachable (check TOKENAUTH_MONGODB_URI)")
     except RuntimeError as exc:  # the embedded server could not start
         return fail(str(exc))
-    auth.log_event("user_created", user_id=user["id"], roles=user["roles"], via="cli")
+    log_event("user_created", user_id=user["id"], roles=user["roles"], via="cli")
     print(f"created user {user['username']} ({user['id']}) with roles {', '.join(user['roles'])}")
     return 0
 
 
-class _cli_store:
-    """The configured database, or the embedded one (running already, or started for the call)."""
+@contextlib.contextmanager
+def service_components(config: Config) -> Iterator[Components]:
+    """The service's own wiring, on the database the service would use.
 
-    def __init__(self, config: Config) -> None:
-        self.config = config
-        self.server: embedded.EmbeddedServer | None = None
-        self.store: store_module.Store | None = None
-
-    def __enter__(self) -> store_module.Store:
-        uri = self.config.mongodb_uri or embedded.running_embedded_uri(self.config.data_dir)
-        if uri is None:
-            self.server = embedded.EmbeddedServer(self.config.data_dir)
-            uri = self.server.start()
-        client = store_module.connect(uri, timeout_ms=self.config.db_timeout_ms)
-        self.store = store_module.Store(client[self.config.db_name])
-        return self.store
-
-    def __exit__(self, *exc_info) -> None:
-        self.store.close()
-        if self.server is not None:
-            self.server.stop()
+    With no MongoDB configured and no `make run` going, an embedded server is started for
+    the duration of the command.
+    """
+    server = None
+    uri = embedded.database_uri(config)
+    if uri is None:
+        server = embedded.EmbeddedServer(config.data_dir)
+        uri = server.start()
+    try:
+        components = build_components(dataclasses.replace(config, mongodb_uri=uri))
+        try:
+            yield components
+        finally:
+            components.store.close()
+    finally:
+        if server is not None:
+            server.stop()
 
 
 if __name__ == "__main__":

@@ -8,17 +8,10 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from errors import ConfigError
+
 ALGORITHMS = ("EdDSA", "ES256", "RS256", "HS256")
 PREFIX = "TOKENAUTH_"
-
-
-class ConfigError(Exception):
-    """A configuration value that cannot be used; names the variable."""
-
-    def __init__(self, variable: str, message: str) -> None:
-        super().__init__(f"{variable}: {message}")
-        self.variable = variable
-        self.message = message
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,10 +15,13 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import pymongo
 from pymongo import errors as mongo_errors
+
+if TYPE_CHECKING:
+    from config import Config
 
 
 class EmbeddedServer:
@@ -239,6 +242,11 @@ def port_taken(port: int) -> bool:
         except OSError:
             return True
     return False
+
+
+def database_uri(config: Config) -> str | None:
+    """The configured MongoDB, else the embedded server running over the data dir, if any."""
+    return config.mongodb_uri or running_embedded_uri(config.data_dir)
 
 
 def running_embedded_uri(data_dir: Path) -> str | None:

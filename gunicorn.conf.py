@@ -5,7 +5,8 @@ import sys
 
 from gunicorn.glogging import Logger
 
-from config import Config, ConfigError
+from config import Config
+from errors import ConfigError
 from keys import KeyRing
 from web import loggable
 

@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,8 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from config import ConfigError
+from clock import Clock, utcnow
+from errors import ConfigError
 
 log = logging.getLogger("tokenauth")
 
@@ -45,10 +46,6 @@ class SigningKey:
     public_jwk: dict[str, Any] | None
 
 
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 class KeyRing:
     """Keys loaded from a directory, one file per `kid`; the newest one signs."""
 
@@ -58,7 +55,7 @@ class KeyRing:
         algorithm: str,
         *,
         access_ttl: int,
-        clock: Callable[[], dt.datetime] = _utcnow,
+        clock: Clock = utcnow,
     ) -> None:
         self.keys_dir = Path(keys_dir)
         self.algorithm = algorithm

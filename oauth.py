@@ -1,34 +1,40 @@
 """The OAuth 2 endpoints: token, revocation, introspection, metadata and the key set."""
 
 # RFC 6749 (token), 7009 (revocation), 7662 (introspection), 8414 (metadata), 7517 (JWKS).
+# Translation only: the verbs behind them are auth.Accounts, auth.Sessions, auth.AccessTokens.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import falcon
 
-import auth
 import openapi
-import throttle
+from auth import (
+    EVERY_METHOD,
+    AccessTokens,
+    Accounts,
+    RevocationCache,
+    Sessions,
+    log_event,
+    require_admin,
+)
+from config import Config
+from errors import InvalidGrant, InvalidInput, InvalidToken, Throttled
+from keys import KeyRing
 from web import JSON, OAuthError, no_store, read_body
-
-if TYPE_CHECKING:
-    from service import Components
-
-
-def require_admin(req, resp, resource, params) -> None:
-    """Falcon hook: the caller must hold the admin role."""
-    auth.require_role(req, "admin")
 
 
 class Tokens:
     """POST /auth/token: the RFC 6749 token endpoint (password and refresh_token grants)."""
 
-    auth = None
+    public_methods = EVERY_METHOD
+    oauth_errors = True
 
-    def __init__(self, c: Components) -> None:
-        self.c = c
+    def __init__(self, accounts: Accounts, sessions: Sessions, tokens: AccessTokens) -> None:
+        self.accounts = accounts
+        self.sessions = sessions
+        self.tokens = tokens
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Exchange credentials or a refresh token for tokens."""
@@ -43,9 +49,9 @@ class Tokens:
                 raise OAuthError(
                     400, "unsupported_grant_type", "grant_type must be password or refresh_token"
                 )
-        except auth.InvalidGrant as exc:
+        except InvalidGrant as exc:
             raise OAuthError(400, "invalid_grant", exc.description) from None
-        access_token, claims = self.c.tokens.issue(user=user, sid=sid, not_after=session_end)
+        access_token, claims = self.tokens.issue(user=user, sid=sid, not_after=session_end)
         no_store(resp)
         resp.media = {
             "access_token": access_token,
@@ -58,7 +64,7 @@ class Tokens:
         media_type = (req.content_type or "").split(";")[0].strip().lower()
         try:
             body = read_body(req, "TokenRequest", form=True)
-        except openapi.InvalidBody as first:
+        except InvalidInput as first:
             exc = first
             if media_type == JSON and isinstance(req.get_media(), dict):
                 body = dict(req.get_media())
@@ -66,7 +72,7 @@ class Tokens:
                     body["grant_type"] = "password"
                     try:
                         return openapi.validate(body, "TokenRequest")
-                    except openapi.InvalidBody as again:
+                    except InvalidInput as again:
                         exc = again
             field, message = exc.errors[0]
             if field == "grant_type" and "must be one of" in message:
@@ -84,56 +90,59 @@ class Tokens:
 
     def _password_grant(self, req: falcon.Request, params: dict[str, Any]):
         username, password = self._require(params, "username", "password")
-        address = self.c.client_address(req)
+        address = req.context.address
         try:
-            user = self.c.accounts.authenticate(username, password, address=address)
-        except throttle.Throttled as exc:
-            auth.log_event("login_throttled", address=address, retry_after=exc.retry_after)
+            user = self.accounts.authenticate(username, password, address=address)
+        except Throttled as exc:
+            log_event("login_throttled", address=address, retry_after=exc.retry_after)
             raise
-        sid, refresh_token, session_end = self.c.sessions.open(user)
-        auth.log_event("login_succeeded", user_id=user["id"], sid=sid, address=address)
+        sid, refresh_token, session_end = self.sessions.open(user)
+        log_event("login_succeeded", user_id=user["id"], sid=sid, address=address)
         return user, sid, refresh_token, session_end
 
     def _refresh_grant(self, req: falcon.Request, params: dict[str, Any]):
         (presented,) = self._require(params, "refresh_token")
-        address = self.c.client_address(req)
-        user, session, refresh_token = self.c.sessions.refresh(presented, address=address)
-        auth.log_event("token_refreshed", user_id=user["id"], sid=session["id"], address=address)
+        address = req.context.address
+        user, session, refresh_token = self.sessions.refresh(presented, address=address)
+        log_event("token_refreshed", user_id=user["id"], sid=session["id"], address=address)
         return user, session["id"], refresh_token, session["expires_at"]
 
 
 class Revocation:
     """POST /auth/revoke: RFC 7009, always 200 for a well-formed request."""
 
-    auth = None
+    public_methods = EVERY_METHOD
+    oauth_errors = True
 
-    def __init__(self, c: Components) -> None:
-        self.c = c
+    def __init__(
+        self, sessions: Sessions, tokens: AccessTokens, revocations: RevocationCache
+    ) -> None:
+        self.sessions = sessions
+        self.tokens = tokens
+        self.revocations = revocations
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Revoke a refresh token's session, or one access token."""
         token = _token_param(req)
-        session = self.c.sessions.session_of(token)
+        address = req.context.address
+        session = self.sessions.session_of(token)
         if session is not None:
-            self.c.sessions.revoke(session["id"])
-            auth.log_event(
-                "session_revoked",
-                sid=session["id"],
-                user_id=session["user_id"],
-                address=self.c.client_address(req),
+            self.sessions.revoke(session["id"])
+            log_event(
+                "session_revoked", sid=session["id"], user_id=session["user_id"], address=address
             )
         else:
             try:
-                claims = self.c.tokens.verify(token)
-            except auth.InvalidToken:
+                claims = self.tokens.verify(token)
+            except InvalidToken:
                 claims = None  # RFC 7009 §2.2: invalid tokens do not cause an error
             if claims is not None:
-                self.c.revocations.revoke_access_token(claims)
-                auth.log_event(
+                self.revocations.revoke_access_token(claims)
+                log_event(
                     "access_token_revoked",
                     sid=claims["sid"],
                     user_id=claims["sub"],
-                    address=self.c.client_address(req),
+                    address=address,
                 )
         no_store(resp)
         resp.status = falcon.HTTP_200
@@ -142,7 +151,7 @@ class Revocation:
 def _token_param(req: falcon.Request) -> str:
     try:
         body = read_body(req, "TokenRef", form=True)
-    except openapi.InvalidBody as exc:
+    except InvalidInput as exc:
         field, message = exc.errors[0]
         raise OAuthError(400, "invalid_request", f"{field} {message}") from None
     return body["token"]
@@ -151,8 +160,19 @@ def _token_param(req: falcon.Request) -> str:
 class Introspection:
     """POST /auth/introspect: RFC 7662, for admins."""
 
-    def __init__(self, c: Components) -> None:
-        self.c = c
+    oauth_errors = True
+
+    def __init__(
+        self,
+        sessions: Sessions,
+        tokens: AccessTokens,
+        revocations: RevocationCache,
+        issuer: str,
+    ) -> None:
+        self.sessions = sessions
+        self.tokens = tokens
+        self.revocations = revocations
+        self.issuer = issuer
 
     @falcon.before(require_admin)
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -162,9 +182,9 @@ class Introspection:
         resp.media = self._refresh_state(token) or self._access_state(token) or {"active": False}
 
     def _refresh_state(self, token: str) -> dict[str, Any] | None:
-        if self.c.sessions.session_of(token) is None:
-            return None
-        live = self.c.sessions.introspect(token)
+        if self.sessions.session_of(token) is None:
+            return None  # not a refresh token of ours: maybe an access token
+        live = self.sessions.introspect(token)
         if live is None:
             return {"active": False}
         user, session = live
@@ -177,15 +197,15 @@ class Introspection:
             "sid": session["id"],
             "iat": int(session["created_at"].timestamp()),
             "exp": int(session["expires_at"].timestamp()),
-            "iss": self.c.config.issuer,
+            "iss": self.issuer,
         }
 
     def _access_state(self, token: str) -> dict[str, Any] | None:
         try:
-            claims = self.c.tokens.verify(token)
-        except auth.InvalidToken:
+            claims = self.tokens.verify(token)
+        except InvalidToken:
             return None
-        if self.c.revocations.is_revoked(claims):
+        if self.revocations.is_revoked(claims):
             return {"active": False}
         return {
             "active": True,
@@ -200,30 +220,30 @@ class Introspection:
 class Jwks:
     """GET /.well-known/jwks.json."""
 
-    auth = None
+    public_methods = EVERY_METHOD
 
-    def __init__(self, c: Components) -> None:
-        self.c = c
+    def __init__(self, keyring: KeyRing) -> None:
+        self.keyring = keyring
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """The public keys that still verify."""
         resp.set_header("Cache-Control", "public, max-age=60")
-        resp.media = self.c.keyring.jwks()
+        resp.media = self.keyring.jwks()
 
 
 class Metadata:
     """GET /.well-known/oauth-authorization-server (RFC 8414)."""
 
-    auth = None
+    public_methods = EVERY_METHOD
 
-    def __init__(self, c: Components) -> None:
-        self.c = c
+    def __init__(self, config: Config) -> None:
+        self.config = config
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Where the endpoints are and what they support."""
-        issuer = self.c.config.issuer.rstrip("/")
+        issuer = self.config.issuer.rstrip("/")
         resp.media = {
-            "issuer": self.c.config.issuer,
+            "issuer": self.config.issuer,
             "token_endpoint": f"{issuer}/auth/token",
             "jwks_uri": f"{issuer}/.well-known/jwks.json",
             "revocation_endpoint": f"{issuer}/auth/revoke",
@@ -236,5 +256,5 @@ class Metadata:
             "revocation_endpoint_auth_signing_alg_values_supported": [],
             "token_endpoint_auth_signing_alg_values_supported": [],
             "id_token_signing_alg_values_supported": [],
-            "access_token_signing_alg_values_supported": [self.c.config.signing_alg],
+            "access_token_signing_alg_values_supported": [self.config.signing_alg],
         }

@@ -11,6 +11,8 @@ from typing import Any
 
 import jsonschema
 
+from errors import InvalidInput
+
 DOCUMENT_FILE = Path(__file__).with_name("openapi.json")
 
 # Practical address syntax (RFC 5321 sizes, dot-atom local part, a dotted domain).
@@ -25,14 +27,6 @@ _formats = jsonschema.FormatChecker(formats=())
 @_formats.checks("email")
 def _is_email(value: object) -> bool:
     return not isinstance(value, str) or bool(_EMAIL.match(value))
-
-
-class InvalidBody(Exception):
-    """A body that fails its schema; `errors` lists (field, message) pairs."""
-
-    def __init__(self, errors: list[tuple[str, str]]) -> None:
-        super().__init__("; ".join(f"{f}: {m}" for f, m in errors))
-        self.errors = errors
 
 
 @functools.cache
@@ -52,10 +46,10 @@ def _validator(schema_name: str) -> jsonschema.protocols.Validator:
 
 
 def validate(body: Any, schema_name: str) -> dict[str, Any]:
-    """The body when it satisfies the named component schema; InvalidBody otherwise."""
+    """The body when it satisfies the named component schema; InvalidInput otherwise."""
     errors = problems(body, schema_name)
     if errors:
-        raise InvalidBody(errors)
+        raise InvalidInput(errors)
     return body
 
 

@@ -1,4 +1,4 @@
-"""The Falcon app: resources, the app factory and the static client."""
+"""The Falcon app: the app factory, the wiring, and the resources of users, persons and health."""
 
 from __future__ import annotations
 
@@ -9,29 +9,35 @@ from typing import Any
 
 import falcon
 
-import auth
 import embedded
 import openapi
 import store as store_module
-import throttle
-from config import Config, ConfigError
+from auth import (
+    EVERY_METHOD,
+    AccessTokens,
+    Accounts,
+    BackgroundRefresher,
+    BearerAuth,
+    RevocationCache,
+    Sessions,
+    log_event,
+    require_admin,
+)
+from clock import Clock, utcnow
+from config import Config
+from errors import ConfigError, Unavailable
 from keys import KeyRing
-from oauth import Introspection, Jwks, Metadata, Revocation, Tokens, require_admin
+from oauth import Introspection, Jwks, Metadata, Revocation, Tokens
 from passwords import PasswordHasher
+from throttle import LoginThrottle, RegistrationThrottle
 from web import (
     CORS,
+    ERROR_HANDLERS,
     JSON,
     RETRY_AFTER_UNAVAILABLE,
     BodyLimit,
+    RequestFacts,
     SecurityHeaders,
-    client_address,
-    handle_conflict,
-    handle_invalid_body,
-    handle_invalid_input,
-    handle_revocations_stale,
-    handle_throttled,
-    handle_unavailable,
-    handle_unexpected,
     page_params,
     public_person,
     public_user,
@@ -44,41 +50,21 @@ PUBLIC_DIR = Path(__file__).with_name("public")
 
 
 # -- resources --------------------------------------------------------------------------
-@dataclasses.dataclass
-class Components:
-    """Everything the resources share, built once per app (per worker)."""
-
-    config: Config
-    store: store_module.Store
-    keyring: KeyRing
-    tokens: auth.AccessTokens
-    revocations: auth.RevocationCache
-    sessions: auth.Sessions
-    accounts: auth.Accounts
-    refresher: auth.BackgroundRefresher
-    clock: auth.Clock
-
-    def client_address(self, req: falcon.Request) -> str:
-        """The address throttles and logs name the caller by (see web.client_address)."""
-        return client_address(req, self.config.trusted_proxies)
-
-
 class Users:
     """POST /users registers (public); GET /users pages users (admin)."""
 
     public_methods = frozenset({"POST"})
 
-    def __init__(self, c: Components) -> None:
-        self.c = c
+    def __init__(self, accounts: Accounts, store: store_module.Store) -> None:
+        self.accounts = accounts
+        self.store = store
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Register a user."""
-        body = read_body(
-            req, "Registration", form=True, rules=self.c.accounts.registration_problems
-        )
-        address = self.c.client_address(req)
-        user = self.c.accounts.register(body["username"], body["password"], address=address)
-        auth.log_event("user_registered", user_id=user["id"], address=address)
+        body = read_body(req, "Registration", form=True, rules=self.accounts.registration_problems)
+        address = req.context.address
+        user = self.accounts.register(body["username"], body["password"], address=address)
+        log_event("user_registered", user_id=user["id"], address=address)
         resp.status = falcon.HTTP_201
         resp.location = "/users/me"
         resp.media = public_user(user)
@@ -87,19 +73,19 @@ class Users:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """A page of users, sorted by id."""
         limit, cursor = page_params(req)
-        users, next_cursor = self.c.store.page_users(limit=limit, after=cursor)
+        users, next_cursor = self.store.page_users(limit=limit, after=cursor)
         resp.media = {"items": [public_user(u) for u in users], "next_cursor": next_cursor}
 
 
 class Me:
     """GET /users/me: the caller."""
 
-    def __init__(self, c: Components) -> None:
-        self.c = c
+    def __init__(self, store: store_module.Store) -> None:
+        self.store = store
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """The caller's user."""
-        user = self.c.store.find_user(req.context.claims["sub"])
+        user = self.store.find_user(req.context.claims["sub"])
         if user is None:
             raise falcon.HTTPNotFound(description="The user of this token no longer exists")
         resp.media = public_user(user)
@@ -108,15 +94,16 @@ class Me:
 class Password:
     """PUT /users/me/password: change it, and end every other session."""
 
-    def __init__(self, c: Components) -> None:
-        self.c = c
+    def __init__(self, accounts: Accounts, sessions: Sessions) -> None:
+        self.accounts = accounts
+        self.sessions = sessions
 
     def on_put(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Change the caller's password."""
         body, problems = read_body_problems(req, "PasswordChange")
         claims = req.context.claims
-        address = self.c.client_address(req)
-        version = self.c.accounts.change_password(
+        address = req.context.address
+        version = self.accounts.change_password(
             claims["sub"],
             body.get("current_password") if isinstance(body, dict) else None,
             body.get("new_password") if isinstance(body, dict) else None,
@@ -125,9 +112,9 @@ class Password:
         )
         # The caller's session goes on under the new password; logins that were in flight
         # under the old one are stamped older and can neither open nor refresh.
-        self.c.sessions.restamp(claims["sid"], version)
-        revoked = self.c.sessions.revoke_others(claims["sub"], keep_sid=claims["sid"])
-        auth.log_event(
+        self.sessions.restamp(claims["sid"], version)
+        revoked = self.sessions.revoke_others(claims["sub"], keep_sid=claims["sid"])
+        log_event(
             "password_changed",
             user_id=claims["sub"],
             sid=claims["sid"],
@@ -154,29 +141,28 @@ class Verify:
 class Logout:
     """POST /auth/logout: revoke the session of the presented access token."""
 
-    def __init__(self, c: Components) -> None:
-        self.c = c
+    def __init__(self, sessions: Sessions) -> None:
+        self.sessions = sessions
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """End the caller's session."""
         claims = req.context.claims
-        self.c.sessions.revoke(claims["sid"])
-        auth.log_event(
-            "logout", user_id=claims["sub"], sid=claims["sid"], address=self.c.client_address(req)
-        )
+        self.sessions.revoke(claims["sid"])
+        log_event("logout", user_id=claims["sub"], sid=claims["sid"], address=req.context.address)
         resp.status = falcon.HTTP_204
 
 
 class Persons:
     """The persons collection: anyone with a token reads, admins write."""
 
-    def __init__(self, c: Components) -> None:
-        self.c = c
+    def __init__(self, store: store_module.Store, clock: Clock) -> None:
+        self.store = store
+        self.clock = clock
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """A page of persons, sorted by id."""
         limit, cursor = page_params(req)
-        persons, next_cursor = self.c.store.page_persons(limit=limit, after=cursor)
+        persons, next_cursor = self.store.page_persons(limit=limit, after=cursor)
         resp.media = {"items": [public_person(p) for p in persons], "next_cursor": next_cursor}
 
     @falcon.before(require_admin)
@@ -184,26 +170,26 @@ class Persons:
         """Create a person."""
         fields = self._fields(read_body(req, "PersonCreate"))
         fields.setdefault("age", None)
-        person = self.c.store.create_person(fields, now=self.c.clock())
+        person = self.store.create_person(fields, now=self.clock())
         resp.status = falcon.HTTP_201
         resp.location = f"/persons/{person['id']}"
         resp.media = public_person(person)
 
     def on_get_item(self, req: falcon.Request, resp: falcon.Response, person_id: str) -> None:
         """One person."""
-        resp.media = public_person(self._found(self.c.store.find_person(person_id)))
+        resp.media = public_person(self._found(self.store.find_person(person_id)))
 
     @falcon.before(require_admin)
     def on_patch_item(self, req: falcon.Request, resp: falcon.Response, person_id: str) -> None:
         """Change some fields of a person."""
         fields = self._fields(read_body(req, "PersonPatch"))
-        person = self.c.store.update_person(person_id, fields, now=self.c.clock())
+        person = self.store.update_person(person_id, fields, now=self.clock())
         resp.media = public_person(self._found(person))
 
     @falcon.before(require_admin)
     def on_delete_item(self, req: falcon.Request, resp: falcon.Response, person_id: str) -> None:
         """Delete a person."""
-        if not self.c.store.delete_person(person_id):
+        if not self.store.delete_person(person_id):
             raise falcon.HTTPNotFound(description="No person has this id")
         resp.status = falcon.HTTP_204
 
@@ -224,19 +210,20 @@ class Persons:
 class Health:
     """GET /health: does MongoDB answer within a second."""
 
-    auth = None
+    public_methods = EVERY_METHOD
 
-    def __init__(self, c: Components) -> None:
-        self.c = c
+    def __init__(self, store: store_module.Store, revocations: RevocationCache) -> None:
+        self.store = store
+        self.revocations = revocations
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """200 ok, or 503 unavailable; with the age of this worker's revocation set."""
         resp.set_header("Cache-Control", "no-store")
-        age = self.c.revocations.age()
+        age = self.revocations.age()
         revocations = {"revocations_age": None if age is None else round(age, 3)}
         try:
-            self.c.store.ping(timeout=1.0)
-        except store_module.Unavailable:
+            self.store.ping(timeout=1.0)
+        except Unavailable:
             resp.status = falcon.HTTP_503
             resp.set_header("Retry-After", RETRY_AFTER_UNAVAILABLE)
             resp.media = {"status": "unavailable", **revocations}
@@ -247,7 +234,7 @@ class Health:
 class OpenAPIDocument:
     """GET /openapi.json."""
 
-    auth = None
+    public_methods = EVERY_METHOD
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """The OpenAPI 3.1 document."""
@@ -257,7 +244,7 @@ class OpenAPIDocument:
 class ClientFile:
     """One file of the browser client in public/."""
 
-    auth = None
+    public_methods = EVERY_METHOD
     TYPES = {
         ".html": "text/html; charset=utf-8",
         ".js": "text/javascript; charset=utf-8",
@@ -277,20 +264,25 @@ class ClientFile:
         resp.data = self.path.read_bytes()
 
 
-# -- the app ----------------------------------------------------------------------------
-class Service(falcon.App):
-    """The tokenauth Falcon app; `components` is what tests and hooks reach for."""
+# -- the wiring -------------------------------------------------------------------------
+@dataclasses.dataclass
+class Components:
+    """The collaborators of one app (one per worker): the wiring record tests reach for."""
 
-    components: Components
+    config: Config
+    store: store_module.Store
+    keyring: KeyRing
+    tokens: AccessTokens
+    revocations: RevocationCache
+    sessions: Sessions
+    accounts: Accounts
+    refresher: BackgroundRefresher
+    clock: Clock
 
-    def close(self) -> None:
-        """Stop the background refresher and the database client."""
-        self.components.refresher.stop()
-        self.components.store.close()
 
-
-def _database_uri(config: Config) -> str:
-    uri = config.mongodb_uri or embedded.running_embedded_uri(config.data_dir)
+def database_uri(config: Config) -> str:
+    """The configured MongoDB, or the embedded server `make run` started; ConfigError else."""
+    uri = embedded.database_uri(config)
     if uri is None:
         raise ConfigError(
             "TOKENAUTH_MONGODB_URI",
@@ -300,12 +292,12 @@ def _database_uri(config: Config) -> str:
 
 
 def build_components(
-    config: Config, *, store: store_module.Store | None = None, clock: auth.Clock | None = None
+    config: Config, *, store: store_module.Store | None = None, clock: Clock | None = None
 ) -> Components:
     """Wire the collaborators once: store, keys, tokens, sessions, throttles."""
-    clock = clock or auth.utcnow
+    clock = clock or utcnow
     if store is None:
-        client = store_module.connect(_database_uri(config), timeout_ms=config.db_timeout_ms)
+        client = store_module.connect(database_uri(config), timeout_ms=config.db_timeout_ms)
         store = store_module.Store(client[config.db_name])
     keyring = KeyRing(
         config.keys_dir, config.signing_alg, access_ttl=config.access_ttl, clock=clock
@@ -314,23 +306,27 @@ def build_components(
     # Past this, a worker's revocation set is not trusted: two polls missed, plus the time
     # one poll may wait for the database.
     stale_after = 2 * config.refresh_interval + config.db_timeout_ms / 1000 + 1
-    revocations = auth.RevocationCache(
+    revocations = RevocationCache(
         store, access_ttl=config.access_ttl, stale_after=stale_after, clock=clock
     )
-    logins = throttle.LoginThrottle(
-        store, max_failures=config.login_max_failures, window=config.login_window, clock=clock
-    )
-    indexes = _Once(store.ensure_indexes)
-    refresher = auth.BackgroundRefresher(
-        [("indexes", indexes), ("revocations", revocations.poll), ("keys", keyring.refresh)],
+    refresher = BackgroundRefresher(
+        [
+            ("indexes", _Once(store.ensure_indexes)),
+            ("revocations", revocations.poll),
+            ("keys", keyring.refresh),
+        ],
         interval=config.refresh_interval,
         revocations=revocations,
     )
+    logins = LoginThrottle(
+        store, max_failures=config.login_max_failures, window=config.login_window, clock=clock
+    )
+    registrations = RegistrationThrottle(store, limit=config.registration_limit, clock=clock)
     return Components(
         config=config,
         store=store,
         keyring=keyring,
-        tokens=auth.AccessTokens(
+        tokens=AccessTokens(
             keyring,
             issuer=config.issuer,
             audience=config.audience,
@@ -338,15 +334,13 @@ def build_components(
             clock=clock,
         ),
         revocations=revocations,
-        sessions=auth.Sessions(store, revocations, ttl=config.refresh_ttl, clock=clock),
-        accounts=auth.Accounts(
+        sessions=Sessions(store, revocations, ttl=config.refresh_ttl, clock=clock),
+        accounts=Accounts(
             store,
             PasswordHasher(),
             logins,
             password_min_length=config.password_min_length,
-            registrations=throttle.RegistrationThrottle(
-                store, limit=config.registration_limit, clock=clock
-            ),
+            registrations=registrations,
             clock=clock,
         ),
         refresher=refresher,
@@ -367,11 +361,23 @@ class _Once:
             self.done = True
 
 
+# -- the app ----------------------------------------------------------------------------
+class Service(falcon.App):
+    """The tokenauth Falcon app; `components` is what tests and hooks reach for."""
+
+    components: Components
+
+    def close(self) -> None:
+        """Stop the background refresher and the database client."""
+        self.components.refresher.stop()
+        self.components.store.close()
+
+
 def create_app(
     config: Config | None = None,
     *,
     store: store_module.Store | None = None,
-    clock: auth.Clock | None = None,
+    clock: Clock | None = None,
     start_background: bool = True,
 ) -> Service:
     """The WSGI app; call it after gunicorn forks (pymongo clients must not cross a fork)."""
@@ -381,7 +387,7 @@ def create_app(
     if start_background:
         c.refresher.start()
 
-    middleware = [BodyLimit(), SecurityHeaders()]
+    middleware = [RequestFacts(config.trusted_proxies), BodyLimit(), SecurityHeaders()]
     if config.cors_origins:
         middleware.append(
             CORS(
@@ -390,34 +396,31 @@ def create_app(
                 expose_headers=["Location", "Retry-After", "WWW-Authenticate"],
             )
         )
-    middleware.append(auth.BearerAuth(c.tokens, c.revocations))
+    middleware.append(BearerAuth(c.tokens, c.revocations))
     app = Service(middleware=middleware)
     app.components = c
     app.req_options.strip_url_path_trailing_slash = False
     app.resp_options.default_media_type = JSON
     app.set_error_serializer(serialize_error)
-    app.add_error_handler(Exception, handle_unexpected)
-    app.add_error_handler(store_module.Unavailable, handle_unavailable)
-    app.add_error_handler(store_module.Conflict, handle_conflict)
-    app.add_error_handler(openapi.InvalidBody, handle_invalid_body)
-    app.add_error_handler(auth.InvalidInput, handle_invalid_input)
-    app.add_error_handler(auth.RevocationsStale, handle_revocations_stale)
-    app.add_error_handler(throttle.Throttled, handle_throttled)
+    for exception, handler in ERROR_HANDLERS:
+        app.add_error_handler(exception, handler)
 
-    persons = Persons(c)
-    app.add_route("/users", Users(c))
-    app.add_route("/users/me", Me(c))
-    app.add_route("/users/me/password", Password(c))
-    app.add_route("/auth/token", Tokens(c))
-    app.add_route("/auth/revoke", Revocation(c))
+    persons = Persons(c.store, c.clock)
+    app.add_route("/users", Users(c.accounts, c.store))
+    app.add_route("/users/me", Me(c.store))
+    app.add_route("/users/me/password", Password(c.accounts, c.sessions))
+    app.add_route("/auth/token", Tokens(c.accounts, c.sessions, c.tokens))
+    app.add_route("/auth/revoke", Revocation(c.sessions, c.tokens, c.revocations))
     app.add_route("/auth/verify", Verify())
-    app.add_route("/auth/logout", Logout(c))
-    app.add_route("/auth/introspect", Introspection(c))
-    app.add_route("/.well-known/jwks.json", Jwks(c))
-    app.add_route("/.well-known/oauth-authorization-server", Metadata(c))
+    app.add_route("/auth/logout", Logout(c.sessions))
+    app.add_route(
+        "/auth/introspect", Introspection(c.sessions, c.tokens, c.revocations, config.issuer)
+    )
+    app.add_route("/.well-known/jwks.json", Jwks(c.keyring))
+    app.add_route("/.well-known/oauth-authorization-server", Metadata(config))
     app.add_route("/persons", persons)
     app.add_route("/persons/{person_id}", persons, suffix="item")
-    app.add_route("/health", Health(c))
+    app.add_route("/health", Health(c.store, c.revocations))
     app.add_route("/openapi.json", OpenAPIDocument())
     if (PUBLIC_DIR / "index.html").exists():
         app.add_route("/", ClientFile(PUBLIC_DIR / "index.html"))

@@ -14,6 +14,8 @@ from bson.errors import InvalidId
 from pymongo import errors as mongo_errors
 from pymongo.collection import ReturnDocument
 
+from errors import Conflict, Unavailable
+
 T = TypeVar("T")
 
 # Failures that mean "the database is not reachable right now", not "the request is wrong".
@@ -26,22 +28,6 @@ _UNAVAILABLE = (
     mongo_errors.WriteConcernError,
     mongo_errors.NotPrimaryError,
 )
-
-
-class StoreError(Exception):
-    """Base of the store's exceptions."""
-
-
-class Conflict(StoreError):
-    """A unique field already holds this value."""
-
-    def __init__(self, field: str) -> None:
-        super().__init__(f"{field} already exists")
-        self.field = field
-
-
-class Unavailable(StoreError):
-    """MongoDB could not be reached or did not answer in time."""
 
 
 def _translated(method: Callable[..., T]) -> Callable[..., T]:

@@ -5,16 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Callable
 
 import store as store_module
-
-Clock = Callable[[], dt.datetime]
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
+from clock import Clock, utcnow
+from errors import Throttled
 
 # An answer blocked only by attempts still being checked says so: they end within seconds.
 IN_FLIGHT_RETRY_AFTER = 1
@@ -24,14 +18,6 @@ def counter_key(kind: str, *parts: str) -> str:
     """An unambiguous counter id: usernames and IPv6 addresses may both contain ':'."""
     digest = hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:40]
     return f"{kind}:{digest}"
-
-
-class Throttled(Exception):
-    """Too many attempts; try again after `retry_after` seconds."""
-
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(f"retry after {retry_after} s")
-        self.retry_after = retry_after
 
 
 class LoginThrottle:
@@ -46,7 +32,7 @@ class LoginThrottle:
         *,
         max_failures: int,
         window: int,
-        clock: Clock = _utcnow,
+        clock: Clock = utcnow,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -133,7 +119,7 @@ class RegistrationThrottle:
         *,
         limit: int = 20,
         window: int = 3600,
-        clock: Clock = _utcnow,
+        clock: Clock = utcnow,
     ):
         self.store = store
         self.limit = limit

@@ -15,10 +15,9 @@ from typing import Any
 
 import falcon
 
-import auth
 import openapi
 import store as store_module
-import throttle
+from errors import Conflict, InvalidInput, RevocationsStale, Throttled, Unavailable
 
 log = logging.getLogger("tokenauth")
 
@@ -26,7 +25,6 @@ MAX_BODY = 64 * 1024
 # Deeper bodies are refused as malformed (RFC 8259 §9 lets a parser limit nesting).
 MAX_NESTING = 32
 RETRY_AFTER_UNAVAILABLE = "5"
-OAUTH_PATHS = frozenset({"/auth/token", "/auth/revoke", "/auth/introspect"})
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
 HTML_CSP = (
@@ -39,7 +37,7 @@ STATUS_TITLES = {413: "Content Too Large", 422: "Unprocessable Content"}
 
 
 # -- errors -----------------------------------------------------------------------------
-class InvalidFields(falcon.HTTPUnprocessableEntity):
+class UnprocessableFields(falcon.HTTPUnprocessableEntity):
     """422 with the RFC 9457 `errors` member naming each invalid field."""
 
     def __init__(self, errors: list[tuple[str, str]]) -> None:
@@ -63,9 +61,9 @@ def _status_code(error: falcon.HTTPError) -> int:
 
 
 def serialize_error(req: falcon.Request, resp: falcon.Response, error: falcon.HTTPError) -> None:
-    """RFC 9457 problem+json, or the RFC 6749 form on the OAuth endpoints."""
+    """RFC 9457 problem+json, or the RFC 6749 form where the resource says `oauth_errors`."""
     status = _status_code(error)
-    if req.path in OAUTH_PATHS and status not in (401, 403):
+    if getattr(req.context, "oauth_errors", False) and status not in (401, 403):
         code = getattr(error, "error", None) or {
             429: "temporarily_unavailable",
             503: "temporarily_unavailable",
@@ -89,7 +87,7 @@ def serialize_error(req: falcon.Request, resp: falcon.Response, error: falcon.HT
     resp.data = json.dumps(body).encode()
 
 
-def handle_unavailable(req, resp, error: store_module.Unavailable, params) -> None:
+def handle_unavailable(req, resp, error: Unavailable, params) -> None:
     """MongoDB is away: 503, and the client may retry."""
     raise falcon.HTTPServiceUnavailable(
         description="The database is unreachable; try again shortly",
@@ -97,24 +95,19 @@ def handle_unavailable(req, resp, error: store_module.Unavailable, params) -> No
     )
 
 
-def handle_conflict(req, resp, error: store_module.Conflict, params) -> None:
+def handle_conflict(req, resp, error: Conflict, params) -> None:
     """A unique field is taken: 409, naming the field as a 422 would."""
     conflict = falcon.HTTPConflict(description=f"That {error.field} is already taken")
     conflict.errors = [{"field": error.field, "message": "is already taken"}]
     raise conflict
 
 
-def handle_invalid_body(req, resp, error: openapi.InvalidBody, params) -> None:
-    """A body against its schema: 422 naming the fields."""
-    raise InvalidFields(error.errors)
+def handle_invalid_input(req, resp, error: InvalidInput, params) -> None:
+    """Fields that break their schema or a rule: 422 naming every one."""
+    raise UnprocessableFields(error.errors)
 
 
-def handle_invalid_input(req, resp, error: auth.InvalidInput, params) -> None:
-    """Rules a schema cannot express: 422 naming every field."""
-    raise InvalidFields(error.errors)
-
-
-def handle_revocations_stale(req, resp, error: auth.RevocationsStale, params) -> None:
+def handle_revocations_stale(req, resp, error: RevocationsStale, params) -> None:
     """This worker cannot vouch that a token was not revoked: 503, try again shortly."""
     raise falcon.HTTPServiceUnavailable(
         description="Revocations could not be checked lately; try again shortly",
@@ -122,7 +115,7 @@ def handle_revocations_stale(req, resp, error: auth.RevocationsStale, params) ->
     )
 
 
-def handle_throttled(req, resp, error: throttle.Throttled, params) -> None:
+def handle_throttled(req, resp, error: Throttled, params) -> None:
     """Too many attempts: 429 with Retry-After."""
     raise falcon.HTTPTooManyRequests(
         description=f"Too many attempts; try again in {error.retry_after} seconds",
@@ -147,6 +140,17 @@ def handle_unexpected(req, resp, error: Exception, params) -> None:
     raise falcon.HTTPInternalServerError(description="An unexpected error occurred")
 
 
+# Every exception the service maps, in one list (Falcon picks the most specific class).
+ERROR_HANDLERS = (
+    (Exception, handle_unexpected),
+    (Unavailable, handle_unavailable),
+    (Conflict, handle_conflict),
+    (InvalidInput, handle_invalid_input),
+    (RevocationsStale, handle_revocations_stale),
+    (Throttled, handle_throttled),
+)
+
+
 # C0, DEL, C1 and the Unicode line and paragraph separators: all end a line somewhere.
 _CONTROL = {
     code: f"\\u{code:04x}" for code in [*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029]
@@ -160,10 +164,26 @@ def loggable(text: str) -> str:
 
 
 # -- middleware -------------------------------------------------------------------------
+class RequestFacts:
+    """What every later step reads off a request, worked out once: the client's address,
+    and (once routed) whether the resource answers errors the RFC 6749 way."""
+
+    def __init__(self, trusted_proxies: tuple[str, ...]) -> None:
+        self.trusted_proxies = trusted_proxies
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """The address throttles and logs name the caller by."""
+        req.context.address = client_address(req, self.trusted_proxies)
+
+    def process_resource(self, req: falcon.Request, resp: falcon.Response, resource, params):
+        """The error format is the resource's to say (the OAuth endpoints)."""
+        req.context.oauth_errors = getattr(resource, "oauth_errors", False)
+
+
 class BodyLimit:
     """413 for bodies over 64 KiB, declared or streamed; media types in any case."""
 
-    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+    def process_resource(self, req: falcon.Request, resp: falcon.Response, resource, params):
         """Refuse large bodies before anything reads them; read media types in any case."""
         if req.content_type:
             # RFC 9110 §8.3.1: type, subtype and parameter names are case-insensitive, and so
@@ -217,7 +237,7 @@ def read_body(
     """The JSON (or form) body, valid against its OpenAPI schema and `rules`; 422 otherwise."""
     body, problems = read_body_problems(req, schema_name, form=form, rules=rules)
     if problems:
-        raise openapi.InvalidBody(problems)
+        raise InvalidInput(problems)
     return body
 
 
@@ -295,7 +315,7 @@ def page_params(req: falcon.Request) -> tuple[int, str | None]:
     if cursor is not None and (cursor != cursor.lower() or store_module.object_id(cursor) is None):
         errors.append(("cursor", "must be the next_cursor of a previous page"))
     if errors:
-        raise InvalidFields(errors)
+        raise UnprocessableFields(errors)
     return limit, cursor
 
 

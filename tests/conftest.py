@@ -11,7 +11,15 @@ from collections.abc import Callable, Iterator
 import pymongo
 import pytest
 import webtest
-from helpers import BIN, ROOT, free_port, login, make_admin, register, service_env, wait_http
+from helpers import (
+    ManualClock,
+    free_port,
+    login,
+    make_admin,
+    register,
+    wait_http,
+)
+from processes import start_gunicorn, stop
 
 from config import Config
 from embedded import EmbeddedServer
@@ -28,6 +36,12 @@ def mongo_uri(tmp_path_factory) -> Iterator[str]:
     server = EmbeddedServer(tmp_path_factory.mktemp("embedded"), test_commands=True)
     yield server.start()
     server.stop()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """The app's time, moved by the test: pass it as make_app(config, clock=clock)."""
+    return ManualClock()
 
 
 @pytest.fixture
@@ -119,15 +133,7 @@ def gunicorn_server(mongo_uri, db_name, tmp_path, mongo) -> Iterator[Callable[..
             "TOKENAUTH_ISSUER": "http://127.0.0.1:8000",
         }
         values.update(env or {})
-        log = open(tmp_path / f"gunicorn-{port}.log", "wb")  # noqa: SIM115
-        process = subprocess.Popen(
-            [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", *args],
-            cwd=ROOT,
-            env=service_env(**values),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        log.close()
+        process = start_gunicorn(values, tmp_path / f"gunicorn-{port}.log", args)
         processes.append(process)
         base = f"http://127.0.0.1:{port}"
         wait_http(f"{base}/health")
@@ -137,8 +143,5 @@ def gunicorn_server(mongo_uri, db_name, tmp_path, mongo) -> Iterator[Callable[..
     for process in processes:
         process.send_signal(signal.SIGTERM)
     for process in processes:
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
     mongo.drop_database(db_name)

@@ -78,8 +78,12 @@ class ManualClock:
     """A clock the test moves by hand: pass it as create_app(config, clock=...)."""
 
     def __init__(self, start: dt.datetime | None = None) -> None:
-        # Whole seconds: kids, JWT times and BSON dates all drop sub-second parts.
-        self.now = (start or dt.datetime.now(dt.UTC)).replace(microsecond=0)
+        # Now starts at whole seconds (kids and JWT times drop sub-second parts); a given
+        # start keeps its milliseconds, the precision of BSON dates.
+        if start is None:
+            self.now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+        else:
+            self.now = start.replace(microsecond=start.microsecond // 1000 * 1000)
 
     def __call__(self) -> dt.datetime:
         return self.now

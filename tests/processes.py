@@ -37,11 +37,13 @@ def run_cli(
     return run([str(BIN / "tokenauth"), *args], environ, stdin)
 
 
-def start_gunicorn(environ: dict[str, str], log_path: Path) -> subprocess.Popen:
+def start_gunicorn(
+    environ: dict[str, str], log_path: Path, args: tuple[str, ...] = ()
+) -> subprocess.Popen:
     """`gunicorn -c gunicorn.conf.py` as `make run` starts it, with exactly these variables."""
     with open(log_path, "ab") as log:
         return subprocess.Popen(
-            [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py"],
+            [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", *args],
             cwd=ROOT,
             env=service_env(**environ),
             stdout=log,

@@ -24,20 +24,6 @@ INVALID_TOKEN_CHALLENGE = re.compile(
 )
 
 
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, start: dt.datetime) -> None:
-        self.now = start
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        """Move time forward."""
-        self.now += dt.timedelta(seconds=seconds)
-
-
 def b64url(data: bytes) -> str:
     """Unpadded base64url, as JWS uses."""
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
@@ -211,12 +197,6 @@ def test_token_issued_in_the_future_is_refused(app, issued):
 
 
 # -- expiry, with an injected clock -----------------------------------------------------
-@pytest.fixture
-def clock() -> Clock:
-    """A hand-moved clock starting now (whole seconds, as token times are)."""
-    return Clock(dt.datetime.now(dt.UTC).replace(microsecond=0))
-
-
 @pytest.fixture
 def clocked(make_app, clock):
     """An app on the hand-moved clock, and a token issued at its start."""

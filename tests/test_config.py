@@ -9,7 +9,8 @@ import pytest
 from helpers import BIN, PASSWORD, free_port
 from processes import run
 
-from config import Config, ConfigError
+from config import Config
+from errors import ConfigError
 from keys import MIN_HMAC_SECRET
 from service import create_app
 

@@ -8,8 +8,9 @@ from html.parser import HTMLParser
 import pytest
 from helpers import bearer, login, register
 
-import store as store_module
-from config import Config, ConfigError
+import errors
+from config import Config
+from errors import ConfigError
 from service import PUBLIC_DIR
 
 ALLOWED = "https://app.example"
@@ -110,7 +111,7 @@ def test_server_errors_say_nosniff(app, user_token, monkeypatch):
 
 def test_unavailable_answers_say_nosniff(app, user_token, monkeypatch):
     def away(*args, **kwargs):
-        raise store_module.Unavailable("test")
+        raise errors.Unavailable("test")
 
     monkeypatch.setattr(app.app.components.store, "find_user", away)
     answer = app.get("/users/me", headers=bearer(user_token), status=503)

@@ -6,7 +6,6 @@ import jwt
 import pytest
 from helpers import (
     ADMIN_PASSWORD,
-    ManualClock,
     assert_documented,
     bearer,
     login,
@@ -29,12 +28,6 @@ def assert_introspection(response, expected: dict) -> None:
     assert response.json == expected
     assert response.headers["Cache-Control"] == "no-store"
     assert_documented(response, "/auth/introspect", "POST")
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    """The app's time, moved by the test."""
-    return ManualClock()
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import time
 import jwt
 import pytest
 import requests
-from helpers import BIN, PASSWORD, ManualClock, bearer, login, register, service_env
+from helpers import BIN, PASSWORD, bearer, login, register, service_env
 
 ACCESS_TTL = 900
 SKEW = 30
@@ -24,12 +24,6 @@ def kid_of(token: str) -> str:
 def published_kids(app) -> set[str]:
     """The kids of the JWKS."""
     return {key["kid"] for key in app.get("/.well-known/jwks.json").json["keys"]}
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    """The app's time (and its key ring's), moved by the test."""
-    return ManualClock()
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import jwt
 import pytest
 from helpers import bearer, login, register
 
-from config import ConfigError
+from errors import ConfigError
 from keys import MIN_HMAC_SECRET
 from service import create_app
 

@@ -7,7 +7,8 @@ import unicodedata
 import pytest
 from helpers import PASSWORD, bearer, login, register
 
-from config import Config, ConfigError
+from config import Config
+from errors import ConfigError
 from passwords import COMMON_PASSWORDS_FILE, common_passwords
 
 FOX = "\N{FOX FACE}"  # one code point, four UTF-8 bytes

@@ -14,27 +14,6 @@ ADA = {"name": "Ada Lovelace", "email": "ada@example.org", "age": 36}
 MISSING_ID = "0123456789abcdef01234567"
 
 
-class SteppingClock:
-    """A clock that stands still until the test moves it."""
-
-    def __init__(self, now: dt.datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> dt.datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        """Move the clock forward."""
-        self.now += dt.timedelta(seconds=seconds)
-
-
-@pytest.fixture
-def clock() -> SteppingClock:
-    """Now, rounded to the millisecond the API shows."""
-    now = dt.datetime.now(dt.UTC)
-    return SteppingClock(now.replace(microsecond=now.microsecond // 1000 * 1000))
-
-
 @pytest.fixture
 def app(make_app, clock):
     """The service on the stepping clock."""

@@ -3,11 +3,12 @@
 import datetime as dt
 
 import jwt
-from helpers import ManualClock, login, register
+from helpers import login, register
 
 
-def test_access_token_issued_near_session_end_expires_with_the_session(make_app, make_config):
-    clock = ManualClock()
+def test_access_token_issued_near_session_end_expires_with_the_session(
+    make_app, make_config, clock
+):
     app = make_app(make_config(refresh_ttl=1000, access_ttl=900), clock=clock)
     register(app, "alice")
     first = login(app, "alice").json

@@ -14,7 +14,8 @@ import requests
 from helpers import PASSWORD, ManualClock, assert_documented, login, register
 
 import openapi
-from config import Config, ConfigError
+from config import Config
+from errors import ConfigError
 from passwords import PasswordHasher
 from throttle import counter_key
 from web import client_address
@@ -26,12 +27,6 @@ OTHER_ADDRESS = {"REMOTE_ADDR": "198.51.100.77"}
 def cheap_hashing(app) -> None:
     """Throttling is not about hashing cost: a minimal argon2id keeps these tests quick."""
     app.app.components.accounts.hasher = PasswordHasher(time_cost=1, memory_cost=8)
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    """Now, moved by hand; counters written with it expire in the future, never mid-test."""
-    return ManualClock()
 
 
 def throttled_app(make_app, make_config, clock, **overrides):

@@ -6,7 +6,7 @@ import datetime as dt
 import re
 
 import pytest
-from helpers import PASSWORD, bearer, login, register
+from helpers import PASSWORD, ManualClock, bearer, login, register
 
 # "Alice" in fullwidth letters (U+FF21...); NFKC makes it "Alice".
 FULLWIDTH_ALICE = "\uff21\uff4c\uff49\uff43\uff45"
@@ -18,16 +18,6 @@ PHC_ARGON2ID = re.compile(
 INSUFFICIENT_SCOPE = re.compile(
     r'^Bearer realm="tokenauth", error="insufficient_scope", error_description="[^"]+"$'
 )
-
-
-class FixedClock:
-    """A clock that says the same instant until told otherwise."""
-
-    def __init__(self, now: dt.datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> dt.datetime:
-        return self.now
 
 
 def assert_problem(response, status: int) -> dict:
@@ -42,7 +32,7 @@ def assert_problem(response, status: int) -> dict:
 
 
 def test_register_answers_201_with_the_user_and_its_location(make_app):
-    clock = FixedClock(dt.datetime(2031, 5, 6, 7, 8, 9, 250_000, tzinfo=dt.UTC))
+    clock = ManualClock(dt.datetime(2031, 5, 6, 7, 8, 9, 250_000, tzinfo=dt.UTC))
     app = make_app(clock=clock)
     created = register(app, "alice")
     assert created.status_int == 201

@@ -1,0 +1,71 @@
+"""The service's exceptions: one tree, data in attributes, mapped to HTTP once (web.py)."""
+
+from __future__ import annotations
+
+
+class TokenauthError(Exception):
+    """Base of every exception the service raises on purpose."""
+
+
+class ConfigError(TokenauthError):
+    """A configuration value that cannot be used; names the variable."""
+
+    def __init__(self, variable: str, message: str) -> None:
+        super().__init__(f"{variable}: {message}")
+        self.variable = variable
+        self.message = message
+
+
+# -- the database ---------------------------------------------------------------------------
+class StoreError(TokenauthError):
+    """Base of the store's exceptions."""
+
+
+class Conflict(StoreError):
+    """A unique field already holds this value."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__(f"{field} already exists")
+        self.field = field
+
+
+class Unavailable(StoreError):
+    """MongoDB could not be reached or did not answer in time."""
+
+
+# -- requests -------------------------------------------------------------------------------
+class InvalidInput(TokenauthError):
+    """Fields that break their schema or a rule; `errors` lists every (field, message)."""
+
+    def __init__(self, errors: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{field} {message}" for field, message in errors))
+        self.errors = errors
+
+
+class Throttled(TokenauthError):
+    """Too many attempts; try again after `retry_after` seconds."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"retry after {retry_after} s")
+        self.retry_after = retry_after
+
+
+# -- trust ----------------------------------------------------------------------------------
+class InvalidGrant(TokenauthError):
+    """A grant that cannot be honoured (RFC 6749 §5.2 `invalid_grant`)."""
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        self.description = description
+
+
+class InvalidToken(TokenauthError):
+    """An access token that must not be accepted; the description is safe to show."""
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        self.description = description
+
+
+class RevocationsStale(TokenauthError):
+    """This worker could not refresh its revocation set lately: it must not trust it."""
