@@ -33,7 +33,7 @@ def sample_answers(app, user_token: str, admin_token: str) -> dict[str, object]:
     refresh = login(app, "alice").json["refresh_token"]
     return {
         "GET / (html)": app.get("/"),
-        "GET /app.js": app.get("/app.js"),
+        **{f"GET /{p.name}": app.get(f"/{p.name}") for p in sorted(PUBLIC_DIR.glob("*.js"))},
         "GET /app.css": app.get("/app.css"),
         "GET /health": app.get("/health"),
         "GET /openapi.json": app.get("/openapi.json"),

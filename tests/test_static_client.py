@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import urljoin
 
 import pytest
 from helpers import PASSWORD, bearer, login, register
@@ -88,6 +89,36 @@ def test_every_file_the_page_loads_is_served_with_its_type(app):
         if expected:
             assert answer.headers["Content-Type"].split(";")[0] == expected
         assert answer.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def imports_of(module: str) -> set[str]:
+    """The paths of the modules a module of public/ imports statically."""
+    source = (PUBLIC / module.lstrip("/")).read_text(encoding="utf-8")
+    specifiers = re.findall(r"^import .+ from '([^']+)';$", source, re.MULTILINE)
+    return {urljoin(module, specifier) for specifier in specifiers}
+
+
+def module_graph(entry: str) -> set[str]:
+    """The entry module and every module it imports, directly or not."""
+    found, todo = set(), [entry]
+    while todo:
+        module = todo.pop()
+        if module not in found:
+            found.add(module)
+            todo += imports_of(module)
+    return found
+
+
+def test_the_page_preloads_every_module_of_its_one_entry_module():
+    html = (PUBLIC / "index.html").read_text(encoding="utf-8")
+    entries = re.findall(r'<script type="module" src="([^"]+)"></script>', html)
+    assert entries == ["/main.js"]
+    assert re.findall(r"<script\b", html) == ["<script"], "one script: the entry module"
+    preloaded = re.findall(r'<link rel="modulepreload" href="([^"]+)">', html)
+    graph = module_graph("/main.js")
+    # Preloads fetch the modules at once rather than one level of imports after another.
+    assert sorted(preloaded) == sorted(graph - {"/main.js"})
+    assert graph == {f"/{p.name}" for p in PUBLIC.glob("*.js")}, "a module nothing imports"
 
 
 @pytest.fixture

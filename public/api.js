@@ -1,0 +1,172 @@
+// The service's HTTP API: one fetch wrapper per route, and every failure turned into an
+// ApiError carrying a sentence a person can act on. No DOM code: callers decide what to show.
+
+/** What a person reads when the service no longer accepts their session. */
+export const SESSION_ENDED = 'Your session has ended. Please log in again.';
+
+/** A failed call: `message` is for people, the other fields are for the code that reacts. */
+export class ApiError extends Error {
+  constructor(message, { status = 0, code = null, fields = [], retryAfter = null, handled = false } = {}) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.fields = fields;
+    this.retryAfter = retryAfter;
+    this.handled = handled; // true when the UI already reacted (e.g. the session ended)
+  }
+}
+
+/* ---------- the routes ---------- */
+
+/** POST /users: creates an account. */
+export function register(username, password) {
+  return request('POST', '/users', { body: { username, password } });
+}
+
+/** POST /auth/token with the password grant: the first pair of tokens. */
+export function passwordGrant(username, password) {
+  return request('POST', '/auth/token', { body: { grant_type: 'password', username, password } });
+}
+
+/** POST /auth/token with the refresh-token grant: a new pair for a rotated refresh token. */
+export function refreshGrant(refreshToken) {
+  return request('POST', '/auth/token', {
+    body: { grant_type: 'refresh_token', refresh_token: refreshToken },
+  });
+}
+
+/** POST /auth/logout: ends the session the access token belongs to. */
+export function logout(accessToken) {
+  return request('POST', '/auth/logout', { token: accessToken });
+}
+
+/** POST /auth/revoke: revokes a refresh token, even when the access token already expired. */
+export function revokeRefreshToken(refreshToken) {
+  return request('POST', '/auth/revoke', { body: { token: refreshToken, token_type_hint: 'refresh_token' } });
+}
+
+/** GET /users/me: the logged-in account. */
+export function me(token) {
+  return request('GET', '/users/me', { token });
+}
+
+/** GET /persons: one page of at most `limit` persons from `cursor` (null for the first). */
+export function listPersons(token, { limit, cursor }) {
+  const params = new URLSearchParams({ limit: String(limit) });
+  if (cursor) params.set('cursor', cursor);
+  return request('GET', `/persons?${params}`, { token });
+}
+
+/** POST /persons: adds a person (admins). */
+export function createPerson(token, person) {
+  return request('POST', '/persons', { body: person, token });
+}
+
+/** PATCH /persons/{id}: changes a person (admins). */
+export function updatePerson(token, id, person) {
+  return request('PATCH', `/persons/${encodeURIComponent(id)}`, { body: person, token });
+}
+
+/** DELETE /persons/{id}: deletes a person (admins). */
+export function deletePerson(token, id) {
+  return request('DELETE', `/persons/${encodeURIComponent(id)}`, { token });
+}
+
+/* ---------- requests and answers ---------- */
+
+async function request(method, path, { body, token } = {}) {
+  const headers = { Accept: 'application/json, application/problem+json' };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  if (token) headers.Authorization = `Bearer ${token}`;
+  let response;
+  try {
+    response = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      credentials: 'same-origin',
+      cache: 'no-store',
+    });
+  } catch {
+    throw new ApiError('Could not reach the service. Check your connection and try again.');
+  }
+  const data = await readJson(response);
+  if (response.ok) return data;
+  throw toApiError(response, data);
+}
+
+async function readJson(response) {
+  const text = await response.text();
+  if (!text) return null;
+  try { return JSON.parse(text); } catch { return null; } // e.g. an HTML page from a proxy
+}
+
+// Reads problem+json ({title, detail, errors}) and OAuth errors ({error, error_description}).
+function toApiError(response, data) {
+  const retryAfter = parseRetryAfter(response.headers.get('Retry-After'));
+  const challenge = response.headers.get('WWW-Authenticate') || '';
+  const fromChallenge = /error="([^"]*)"/.exec(challenge);
+  const code = (data && typeof data.error === 'string' && data.error) || (fromChallenge && fromChallenge[1]) || null;
+  const fields = data && Array.isArray(data.errors)
+    ? data.errors
+      .filter((e) => e && typeof e.message === 'string')
+      .map((e) => ({ field: fieldName(e.field), message: e.message }))
+    : [];
+  const message = describeFailure(response.status, data, code, retryAfter);
+  return new ApiError(message, { status: response.status, code, fields, retryAfter });
+}
+
+// Field names may come as "age", "/age" or "body.age": keep the last segment.
+function fieldName(raw) {
+  if (typeof raw !== 'string') return '';
+  const parts = raw.split(/[./]/).filter(Boolean);
+  return parts.length ? parts[parts.length - 1] : '';
+}
+
+// Retry-After is either seconds or an HTTP date (RFC 9110 §10.2.3).
+function parseRetryAfter(value) {
+  if (!value) return null;
+  if (/^\d+$/.test(value.trim())) return Number(value.trim());
+  const when = Date.parse(value);
+  return Number.isNaN(when) ? null : Math.max(0, Math.ceil((when - Date.now()) / 1000));
+}
+
+function humanWait(seconds) {
+  if (seconds === null) return 'a little while';
+  if (seconds < 2) return 'a moment';
+  if (seconds < 90) return `${seconds} seconds`;
+  const minutes = Math.ceil(seconds / 60);
+  if (minutes < 90) return `${minutes} minutes`;
+  return `${Math.ceil(minutes / 60)} hours`;
+}
+
+const OAUTH_MESSAGES = {
+  invalid_grant: 'Wrong username or password.',
+  invalid_request: 'The service could not read that request.',
+  invalid_client: 'This client is not allowed to sign in.',
+  unsupported_grant_type: 'This way of signing in is not supported by the service.',
+};
+
+// Turns any failure into a sentence a person can act on, never a bare status code.
+function describeFailure(status, data, code, retryAfter) {
+  if (status === 429) return `Too many attempts. Please wait ${humanWait(retryAfter)} and try again.`;
+  if (status === 503) return `The service is temporarily unavailable. Please try again in ${humanWait(retryAfter)}.`;
+  if (status >= 500) return 'The service ran into a problem. Please try again later.';
+  if (status === 413) return 'That is more data than the service accepts.';
+  if (status === 403) return 'Only administrators can do that.';
+  if (status === 401) return SESSION_ENDED;
+  if (code && OAUTH_MESSAGES[code]) return OAUTH_MESSAGES[code];
+  if (data && typeof data.error_description === 'string' && data.error_description) return data.error_description;
+  if (data && Array.isArray(data.errors) && data.errors.length) return 'Please correct the highlighted fields.';
+  if (data && typeof data.detail === 'string' && data.detail) return sentence(data.detail);
+  if (data && typeof data.title === 'string' && data.title) return sentence(data.title);
+  if (status === 404) return 'That item no longer exists.';
+  return 'The service gave an unexpected answer. Please try again.';
+}
+
+/** The text with a capital first letter and a full stop at the end. */
+export function sentence(text) {
+  const trimmed = text.trim();
+  const capital = trimmed.charAt(0).toUpperCase() + trimmed.slice(1);
+  return /[.!?]$/.test(capital) ? capital : `${capital}.`;
+}

@@ -1,0 +1,145 @@
+// The logged-out view's two forms: logging in, and creating an account (which then logs in),
+// with the password counter and the "show password" boxes.
+
+import * as api from './api.js';
+import { clearFormErrors, failLocally, formAlert, reportFormError } from './forms.js';
+import { logIn } from './session.js';
+import { $, announce, focusElement, holdOff, setBusy } from './ui.js';
+import { enterApp } from './view-shell.js';
+
+/** Wires both forms, the password counter and the "show password" boxes. */
+export function wireAuthForms() {
+  $('login-form').addEventListener('submit', onLoginSubmit);
+  $('register-form').addEventListener('submit', onRegisterSubmit);
+  $('register-password').addEventListener('input', updatePasswordCount);
+  wirePasswordToggles();
+}
+
+async function logInAndEnter(username, password) {
+  await logIn(username, password);
+  await enterApp();
+}
+
+/* ---------- logging in ---------- */
+
+async function onLoginSubmit(event) {
+  event.preventDefault();
+  const form = event.currentTarget;
+  clearFormErrors(form);
+  announce('');
+  const username = form.elements.username.value.trim();
+  const password = form.elements.password.value; // never trim a password: spaces count
+  const problems = [];
+  if (!username) problems.push({ field: 'username', message: 'Enter your username.' });
+  if (!password) problems.push({ field: 'password', message: 'Enter your password.' });
+  if (problems.length) { failLocally(form, problems); return; }
+
+  const submit = form.querySelector('[type="submit"]');
+  const done = setBusy(submit, 'Logging in…');
+  try {
+    await logInAndEnter(username, password);
+    form.reset();
+    done();
+  } catch (err) {
+    done();
+    loginFailed(form, err);
+    if (err.status === 429) holdOff(submit, err.retryAfter, form.elements.username);
+  }
+}
+
+function loginFailed(form, err) {
+  if (err.status === 400 && err.code === 'invalid_grant') {
+    form.elements.password.value = '';
+    reportFormError(form, err, { fallbackField: 'password' });
+  } else {
+    reportFormError(form, err, { fallbackField: 'username' });
+  }
+}
+
+/* ---------- creating an account ---------- */
+
+function validateRegistration(username, password, confirm) {
+  const problems = [];
+  if (!username) problems.push({ field: 'username', message: 'Choose a username.' });
+  if (!password) problems.push({ field: 'password', message: 'Choose a password.' });
+  if (!confirm) {
+    problems.push({ field: 'confirm', message: 'Type the password a second time.' });
+  } else if (password.normalize('NFC') !== confirm.normalize('NFC')) {
+    // Compared after NFC, as the service compares them: "é" typed two ways is one password.
+    problems.push({ field: 'confirm', message: 'The passwords do not match. Type the same password in both fields.' });
+  }
+  return problems;
+}
+
+async function onRegisterSubmit(event) {
+  event.preventDefault();
+  const form = event.currentTarget;
+  clearFormErrors(form);
+  announce('');
+  const username = form.elements.username.value.trim();
+  const password = form.elements.password.value;
+  const confirm = form.elements.confirm.value;
+  const problems = validateRegistration(username, password, confirm);
+  if (problems.length) { failLocally(form, problems); return; }
+
+  const submit = form.querySelector('[type="submit"]');
+  const done = setBusy(submit, 'Creating account…');
+  try {
+    await api.register(username, password);
+  } catch (err) {
+    done();
+    registrationFailed(form, err);
+    if (err.status === 429) holdOff(submit, err.retryAfter);
+    return;
+  }
+  try {
+    await signInAfterRegistering(form, username, password);
+  } finally {
+    done();
+  }
+}
+
+function registrationFailed(form, err) {
+  if (err.status === 409) {
+    // The service names the field; the sentence is the client's, friendlier than its message.
+    const fields = [{ field: 'username', message: 'That username is taken. Choose another one.' }];
+    reportFormError(form, Object.assign(err, { fields }), { summary: 'That username is taken.' });
+  } else {
+    reportFormError(form, err, { fallbackField: 'username' });
+  }
+}
+
+// The account exists: sign straight in with the same credentials.
+async function signInAfterRegistering(form, username, password) {
+  try {
+    await logInAndEnter(username, password);
+    form.reset();
+    updatePasswordCount();
+    announce(`Account created. Welcome, ${username}.`);
+  } catch (err) {
+    if (err.handled) return;
+    form.reset();
+    updatePasswordCount();
+    $('login-username').value = username;
+    formAlert($('login-form'), `Your account was created, but logging in failed: ${err.message}`);
+    focusElement($('login-password'));
+  }
+}
+
+/* ---------- password helpers ---------- */
+
+function updatePasswordCount() {
+  // Code points, as the service counts them: an emoji is one character, not two.
+  const count = [...$('register-password').value.normalize('NFC')].length;
+  $('register-password-count').textContent = count === 1 ? '1 character' : `${count} characters`;
+}
+
+function wirePasswordToggles() {
+  document.querySelectorAll('[data-show-passwords]').forEach((box) => {
+    box.addEventListener('change', () => {
+      for (const id of box.dataset.showPasswords.split(' ')) {
+        $(id).type = box.checked ? 'text' : 'password';
+      }
+    });
+  });
+}
