@@ -40,7 +40,7 @@ class UserById:
 
 
 class PersonsPage:
-    """GET /persons: the same indexed page (sorted by _id, limit + 1) as the service's."""
+    """GET /persons: the same indexed page (newest first, limit + 1) and count as the service's."""
 
     def __init__(self, store: store_module.Store) -> None:
         self.store = store
@@ -49,7 +49,11 @@ class PersonsPage:
         """A page of persons, shaped as the service shows them."""
         limit = req.get_param_as_int("limit", default=50, min_value=1, max_value=200)
         persons, next_cursor = self.store.page_persons(limit=limit, after=None)
-        resp.media = {"items": [public_person(p) for p in persons], "next_cursor": next_cursor}
+        resp.media = {
+            "items": [public_person(p) for p in persons],
+            "next_cursor": next_cursor,
+            "total": self.store.count_persons(),
+        }
 
 
 def create_app() -> falcon.App:
