@@ -257,12 +257,18 @@ function cell(content, label, className) {
   return td;
 }
 
-// An address may wrap only after "@" and ".", never inside a word ("example.or / g").
+const KEEP_WHOLE = 24; // a longer piece may still break inside, rather than stick out
+
+// An address may wrap only after "@" and ".", never inside a word ("example.or / g") nor
+// after a hyphen: each piece is kept whole, with a <wbr> after its "@" or ".".
 function emailParts(email) {
   const parts = [];
   for (const piece of email.split(/(?<=[@.])/)) {
     if (parts.length) parts.push(document.createElement('wbr'));
-    parts.push(document.createTextNode(piece));
+    const span = document.createElement('span');
+    span.textContent = piece;
+    if ([...piece].length <= KEEP_WHOLE) span.className = 'keep';
+    parts.push(span);
   }
   return parts;
 }
