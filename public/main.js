@@ -4,13 +4,15 @@
 
 import { showPolicy, wirePasswordHelpers } from './forms.js';
 import { go, onRouteChange } from './router.js';
-import { hasStoredSession, initSession, restore } from './session.js';
+import { currentUser, hasStoredSession, initSession, restore } from './session.js';
 import { $, announce, focusElement } from './ui.js';
 import { wireAccount } from './view-account.js';
 import { wireAuthForms } from './view-auth.js';
 import { startEdit, wirePersonForm } from './view-person-form.js';
 import { wirePersonsList } from './view-persons.js';
 import { enterApp, showLoggedOut, showRoute, wireShell } from './view-shell.js';
+
+const AUTO_RETRY_MAX_S = 30;
 
 // The session is over: show the login form with the reason, and put the focus there.
 function onSessionLost(reason) {
@@ -35,6 +37,13 @@ async function restoreSession() {
   } catch (err) {
     if (err.handled) return;
     showLoggedOut();
+    if (err.status === 503 && err.retryAfter !== null && err.retryAfter <= AUTO_RETRY_MAX_S) {
+      // The refresh token is still kept: try again as the service asked, without a click.
+      const wait = Math.max(1, err.retryAfter);
+      announce(`Could not restore your session: the service is temporarily unavailable. Trying again in ${wait} seconds…`, 'error');
+      window.setTimeout(() => { if (hasStoredSession() && !currentUser()) restoreSession(); }, wait * 1000);
+      return;
+    }
     announce(`Could not restore your session. ${err.message}`, 'error');
   }
 }

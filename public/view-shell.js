@@ -38,6 +38,7 @@ export function showRoute(route, { focus = false } = {}) {
   const name = route.name === 'account' ? 'account' : 'persons';
   const switched = $(PAGES[name]).hidden;
   showPage(name);
+  if (switched && !focus) announce(''); // news of the other page is old news here
   if (focus || switched) focusElement($(`${name}-heading`));
   return name === 'account' ? openAccount() : openPersons(route.params);
 }
