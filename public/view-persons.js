@@ -250,8 +250,14 @@ function render() {
 
 function cell(content, label, className) {
   const td = document.createElement('td');
-  if (typeof content === 'string') td.textContent = content;
-  else td.append(...content);
+  if (typeof content === 'string') {
+    td.textContent = content;
+  } else {
+    // One wrapper: on a phone the cell is a grid, and each child would take a row of its own.
+    const text = document.createElement('span');
+    text.append(...content);
+    td.append(text);
+  }
   td.dataset.label = label; // shown by CSS as a heading when rows stack on narrow screens
   if (className) td.className = className;
   return td;

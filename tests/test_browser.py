@@ -417,6 +417,8 @@ def test_person_registers_pages_persons_and_logs_out(gunicorn_server, create_adm
     long_cell = page.locator("#persons-body td.email", has_text="apollo-guidance")
     breaks = email_breaks(page, long_cell)
     assert breaks and set(breaks) <= {"@", "."}, breaks
+    short_cell = page.locator("#persons-body td.email", has_text="fran@example.org")
+    assert email_breaks(page, short_cell) == [], "an address that fits stays on one line"
     page.set_viewport_size(DESKTOP)
 
     # A slow answer shows a loading state, and the table comes back when the answer does.
