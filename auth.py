@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import logging
 import secrets
 import threading
@@ -22,28 +21,22 @@ from errors import (
     InvalidGrant,
     InvalidInput,
     InvalidToken,
+    LastAdmin,
     RevocationsStale,
     Throttled,
     Unavailable,
 )
+from events import EventLog
 from keys import CLOCK_SKEW, KeyRing
 from passwords import PasswordHasher, PolicyError, check_policy, normalize
 from throttle import LoginThrottle, RegistrationThrottle
 
 log = logging.getLogger("tokenauth")
-events_log = logging.getLogger("tokenauth.events")
 
 REALM = "tokenauth"
 ACCESS_TOKEN_TYPE = "at+jwt"
 REQUIRED_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "jti", "sid", "username", "roles")
 USERNAME_PUNCTUATION = frozenset("._-@")
-
-
-def log_event(event: str, **fields: Any) -> None:
-    """One JSON line per auth event; callers pass ids and addresses, never secrets."""
-    time = utcnow().isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    line = {"event": event, "time": time, **fields}
-    events_log.info(json.dumps(line, default=str, sort_keys=True))
 
 
 # -- usernames --------------------------------------------------------------------------
@@ -379,12 +372,14 @@ class Sessions:
         ttl: int,
         clock: Clock = utcnow,
         new_secret: Callable[[], str] = lambda: secrets.token_urlsafe(32),
+        events: EventLog | None = None,
     ) -> None:
         self.store = store
         self.revocations = revocations
         self.ttl = ttl
         self.clock = clock
         self.new_secret = new_secret
+        self.events = events or EventLog()
 
     def open(self, user: dict[str, Any]) -> tuple[str, str, dt.datetime]:
         """Start a session for the user: its sid, first refresh token and end."""
@@ -410,7 +405,7 @@ class Sessions:
         return sid, refresh_token, expires_at
 
     def refresh(
-        self, refresh_token: str, *, address: str | None = None
+        self, refresh_token: str, *, address: str | None = None, user_agent: str | None = None
     ) -> tuple[dict[str, Any], dict[str, Any], str]:
         """Retire a refresh token for a new one: the user, the session and the new token."""
         new_token = self.new_secret()
@@ -427,11 +422,12 @@ class Sessions:
         if outcome == "reused":
             # A retired token came back: whoever holds the chain, the session is not safe.
             self.revoke(session["id"])
-            log_event(
+            self.events.record(
                 "refresh_reuse_detected",
                 sid=session["id"],
                 user_id=session["user_id"],
                 address=address,
+                user_agent=user_agent,
             )
             raise InvalidGrant("The refresh token was already used; the session is revoked")
         if outcome == "ended":
@@ -497,6 +493,7 @@ class Accounts:
         password_min_length: int,
         registrations: RegistrationThrottle | None = None,
         clock: Clock = utcnow,
+        events: EventLog | None = None,
     ) -> None:
         self.store = store
         self.hasher = hasher
@@ -504,6 +501,7 @@ class Accounts:
         self.registrations = registrations
         self.password_min_length = password_min_length
         self.clock = clock
+        self.events = events or EventLog()
 
     def password_problems(
         self, password: object, *, username: str, field: str = "password"
@@ -556,7 +554,9 @@ class Accounts:
             now=self.clock(),
         )
 
-    def authenticate(self, username: str, password: str, *, address: str) -> dict[str, Any]:
+    def authenticate(
+        self, username: str, password: str, *, address: str, user_agent: str | None = None
+    ) -> dict[str, Any]:
         """The user whose password this is; Throttled or InvalidGrant otherwise."""
         try:
             _, key = normalize_username(username)
@@ -574,7 +574,12 @@ class Accounts:
             raise
         if not matches or user is None:
             self.throttle.failed(key, address)
-            log_event("login_failed", address=address, user_id=user and user["id"])
+            self.events.record(
+                "login_failed",
+                address=address,
+                user_id=user and user["id"],
+                user_agent=user_agent,
+            )
             raise InvalidGrant("The username or password is incorrect")
         self.throttle.succeeded(key, address)
         if self.hasher.needs_rehash(user["password_hash"]):
@@ -604,26 +609,44 @@ class Accounts:
         problems.extend(
             self.password_problems(new, username=user["username"], field="new_password")
         )
-        if isinstance(current, str):
-            # Guessing the current password with a stolen access token counts as failed logins.
-            key = user["username_key"]
-            self.throttle.attempt(key, address)
-            try:
-                matches = self.hasher.verify(user["password_hash"], current)
-            except Exception:
-                self.throttle.abandoned(key, address)
-                raise
-            if matches:
-                self.throttle.succeeded(key, address)
-            else:
-                self.throttle.failed(key, address)
-                problems.append(("current_password", "is incorrect"))
+        problems += self._current_password_problems(user, current, address=address)
         if problems:
             raise InvalidInput(sorted(set(problems)))
         version = self.store.change_password_hash(user_id, self.hasher.hash(normalize(new)))
         if version is None:
             raise InvalidInput([("current_password", "is incorrect")])
         return version
+
+    def check_deletion(self, user: dict[str, Any], current: str, *, address: str) -> None:
+        """InvalidInput for a wrong current password; LastAdmin when no admin would be left."""
+        problems = self._current_password_problems(user, current, address=address)
+        if problems:
+            raise InvalidInput(problems)
+        if "admin" in user["roles"] and self.store.count_admins() <= 1:
+            raise LastAdmin()
+
+    def delete(self, user: dict[str, Any]) -> None:
+        """Remove the user and the events kept for them."""
+        self.store.delete_user(user["id"])
+
+    def _current_password_problems(
+        self, user: dict[str, Any], current: object, *, address: str
+    ) -> list[tuple[str, str]]:
+        if not isinstance(current, str):
+            return []  # the schema has named it already
+        # Guessing the current password with a stolen access token counts as failed logins.
+        key = user["username_key"]
+        self.throttle.attempt(key, address)
+        try:
+            matches = self.hasher.verify(user["password_hash"], current)
+        except Exception:
+            self.throttle.abandoned(key, address)
+            raise
+        if matches:
+            self.throttle.succeeded(key, address)
+            return []
+        self.throttle.failed(key, address)
+        return [("current_password", "is incorrect")]
 
 
 # -- the Bearer middleware --------------------------------------------------------------

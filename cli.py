@@ -9,9 +9,9 @@ import sys
 from collections.abc import Iterator
 
 import embedded
-from auth import log_event
 from config import Config
 from errors import ConfigError, Conflict, InvalidInput, Unavailable
+from events import log_event
 from keys import KeyRing
 from service import Components, build_components
 

@@ -35,6 +35,8 @@ class Config:
     registration_limit: int = 20
     # Proxies (addresses or networks) whose X-Forwarded-For names the client.
     trusted_proxies: tuple[str, ...] = ()
+    # Days each user's security events are kept (their "Recent activity").
+    event_retention: int = 90
     # Not in the environment: how long a request waits for MongoDB before answering 503.
     db_timeout_ms: int = 2000
     # Not in the environment: how often each worker polls revocations and keys.
@@ -54,6 +56,7 @@ class Config:
         _require_range("TOKENAUTH_LOGIN_WINDOW", self.login_window, 1, 86_400)
         _require_range("TOKENAUTH_PASSWORD_MIN_LENGTH", self.password_min_length, 8, 64)
         _require_range("TOKENAUTH_REGISTRATION_LIMIT", self.registration_limit, 1, 1_000_000)
+        _require_range("TOKENAUTH_EVENT_RETENTION", self.event_retention, 1, 3650)
         for proxy in self.trusted_proxies:
             try:
                 ipaddress.ip_network(proxy, strict=False)
@@ -102,6 +105,7 @@ class Config:
             "login_window": integer("LOGIN_WINDOW"),
             "password_min_length": integer("PASSWORD_MIN_LENGTH"),
             "registration_limit": integer("REGISTRATION_LIMIT"),
+            "event_retention": integer("EVENT_RETENTION"),
         }
         proxies = text("TRUSTED_PROXIES")
         if proxies:

@@ -29,6 +29,10 @@ class Conflict(StoreError):
         self.field = field
 
 
+class LastAdmin(TokenauthError):
+    """The change would leave no active admin."""
+
+
 class Unavailable(StoreError):
     """MongoDB could not be reached or did not answer in time."""
 

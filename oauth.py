@@ -16,11 +16,11 @@ from auth import (
     Accounts,
     RevocationCache,
     Sessions,
-    log_event,
     require_admin,
 )
 from config import Config
 from errors import InvalidGrant, InvalidInput, InvalidToken, Throttled
+from events import EventLog
 from keys import KeyRing
 from web import JSON, OAuthError, no_store, read_body
 
@@ -31,10 +31,13 @@ class Tokens:
     public_methods = EVERY_METHOD
     oauth_errors = True
 
-    def __init__(self, accounts: Accounts, sessions: Sessions, tokens: AccessTokens) -> None:
+    def __init__(
+        self, accounts: Accounts, sessions: Sessions, tokens: AccessTokens, events: EventLog
+    ) -> None:
         self.accounts = accounts
         self.sessions = sessions
         self.tokens = tokens
+        self.events = events
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Exchange credentials or a refresh token for tokens."""
@@ -90,21 +93,29 @@ class Tokens:
 
     def _password_grant(self, req: falcon.Request, params: dict[str, Any]):
         username, password = self._require(params, "username", "password")
-        address = req.context.address
+        address, user_agent = req.context.address, req.user_agent
         try:
-            user = self.accounts.authenticate(username, password, address=address)
+            user = self.accounts.authenticate(
+                username, password, address=address, user_agent=user_agent
+            )
         except Throttled as exc:
-            log_event("login_throttled", address=address, retry_after=exc.retry_after)
+            self.events.record("login_throttled", address=address, retry_after=exc.retry_after)
             raise
         sid, refresh_token, session_end = self.sessions.open(user)
-        log_event("login_succeeded", user_id=user["id"], sid=sid, address=address)
+        self.events.record(
+            "login_succeeded", user_id=user["id"], sid=sid, address=address, user_agent=user_agent
+        )
         return user, sid, refresh_token, session_end
 
     def _refresh_grant(self, req: falcon.Request, params: dict[str, Any]):
         (presented,) = self._require(params, "refresh_token")
         address = req.context.address
-        user, session, refresh_token = self.sessions.refresh(presented, address=address)
-        log_event("token_refreshed", user_id=user["id"], sid=session["id"], address=address)
+        user, session, refresh_token = self.sessions.refresh(
+            presented, address=address, user_agent=req.user_agent
+        )
+        self.events.record(
+            "token_refreshed", user_id=user["id"], sid=session["id"], address=address
+        )
         return user, session["id"], refresh_token, session["expires_at"]
 
 
@@ -115,11 +126,16 @@ class Revocation:
     oauth_errors = True
 
     def __init__(
-        self, sessions: Sessions, tokens: AccessTokens, revocations: RevocationCache
+        self,
+        sessions: Sessions,
+        tokens: AccessTokens,
+        revocations: RevocationCache,
+        events: EventLog,
     ) -> None:
         self.sessions = sessions
         self.tokens = tokens
         self.revocations = revocations
+        self.events = events
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Revoke a refresh token's session, or one access token."""
@@ -128,8 +144,12 @@ class Revocation:
         session = self.sessions.session_of(token)
         if session is not None:
             self.sessions.revoke(session["id"])
-            log_event(
-                "session_revoked", sid=session["id"], user_id=session["user_id"], address=address
+            self.events.record(
+                "session_revoked",
+                sid=session["id"],
+                user_id=session["user_id"],
+                address=address,
+                user_agent=req.user_agent,
             )
         else:
             try:
@@ -138,7 +158,7 @@ class Revocation:
                 claims = None  # RFC 7009 §2.2: invalid tokens do not cause an error
             if claims is not None:
                 self.revocations.revoke_access_token(claims)
-                log_event(
+                self.events.record(
                     "access_token_revoked",
                     sid=claims["sid"],
                     user_id=claims["sub"],

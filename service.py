@@ -20,15 +20,15 @@ from auth import (
     BearerAuth,
     RevocationCache,
     Sessions,
-    log_event,
     require_admin,
 )
 from clock import Clock, utcnow
 from config import Config
-from errors import ConfigError, Unavailable
+from errors import ConfigError, InvalidInput, Unavailable
+from events import EventLog
 from keys import KeyRing
 from oauth import Introspection, Jwks, Metadata, Revocation, Tokens
-from passwords import PasswordHasher
+from passwords import MAX_LENGTH, PasswordHasher
 from throttle import LoginThrottle, RegistrationThrottle
 from web import (
     CORS,
@@ -43,6 +43,7 @@ from web import (
     public_user,
     read_body,
     read_body_problems,
+    rfc3339,
     serialize_error,
 )
 
@@ -55,16 +56,19 @@ class Users:
 
     public_methods = frozenset({"POST"})
 
-    def __init__(self, accounts: Accounts, store: store_module.Store) -> None:
+    def __init__(self, accounts: Accounts, store: store_module.Store, events: EventLog) -> None:
         self.accounts = accounts
         self.store = store
+        self.events = events
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Register a user."""
         body = read_body(req, "Registration", form=True, rules=self.accounts.registration_problems)
         address = req.context.address
         user = self.accounts.register(body["username"], body["password"], address=address)
-        log_event("user_registered", user_id=user["id"], address=address)
+        self.events.record(
+            "user_registered", user_id=user["id"], address=address, user_agent=req.user_agent
+        )
         resp.status = falcon.HTTP_201
         resp.location = "/users/me"
         resp.media = public_user(user)
@@ -78,10 +82,15 @@ class Users:
 
 
 class Me:
-    """GET /users/me: the caller."""
+    """GET /users/me: the caller; DELETE /users/me: the caller's account goes."""
 
-    def __init__(self, store: store_module.Store) -> None:
+    def __init__(
+        self, store: store_module.Store, accounts: Accounts, sessions: Sessions, events: EventLog
+    ) -> None:
         self.store = store
+        self.accounts = accounts
+        self.sessions = sessions
+        self.events = events
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """The caller's user."""
@@ -90,13 +99,70 @@ class Me:
             raise falcon.HTTPNotFound(description="The user of this token no longer exists")
         resp.media = public_user(user)
 
+    def on_delete(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Delete the caller's account, after the current password: sessions, events, all."""
+        body = read_body(req, "AccountDeletion")
+        claims = req.context.claims
+        address = req.context.address
+        user = self.store.find_user(claims["sub"])
+        if user is None:
+            raise falcon.HTTPNotFound(description="The user of this token no longer exists")
+        self.accounts.check_deletion(user, body["current_password"], address=address)
+        # Sessions end first: if the deletion then fails, the account is merely signed out.
+        ended = self.sessions.revoke_others(user["id"], keep_sid=None)
+        self.accounts.delete(user)
+        # Kept in the operators' log, without the username.
+        self.events.record(
+            "account_deleted", user_id=user["id"], address=address, sessions_revoked=len(ended)
+        )
+        resp.status = falcon.HTTP_204
+
+
+class MyEvents:
+    """GET /users/me/events: the caller's recent security events, newest first."""
+
+    def __init__(self, events: EventLog) -> None:
+        self.events = events
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """A page of the caller's events."""
+        limit, cursor = page_params(req)
+        items, next_cursor = self.events.page(req.context.claims["sub"], limit=limit, after=cursor)
+        resp.media = {
+            "items": [{**item, "time": rfc3339(item["time"])} for item in items],
+            "next_cursor": next_cursor,
+        }
+
+
+class Policy:
+    """GET /auth/policy: the rules a client checks before it sends."""
+
+    public_methods = EVERY_METHOD
+
+    def __init__(self, password_min_length: int) -> None:
+        self.policy = {
+            "password_min_length": password_min_length,
+            "password_max_length": MAX_LENGTH,
+            "username_min_length": 3,
+            "username_max_length": 64,
+            # For JavaScript's RegExp with the "u" flag; the service counts after NFKC.
+            "username_pattern": "^[\\p{L}\\p{N}._@-]+$",
+            "username_rule": "letters, digits and . _ - @",
+        }
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """The password and username rules in force."""
+        resp.set_header("Cache-Control", "no-cache")
+        resp.media = self.policy
+
 
 class Password:
     """PUT /users/me/password: change it, and end every other session."""
 
-    def __init__(self, accounts: Accounts, sessions: Sessions) -> None:
+    def __init__(self, accounts: Accounts, sessions: Sessions, events: EventLog) -> None:
         self.accounts = accounts
         self.sessions = sessions
+        self.events = events
 
     def on_put(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Change the caller's password."""
@@ -114,12 +180,13 @@ class Password:
         # under the old one are stamped older and can neither open nor refresh.
         self.sessions.restamp(claims["sid"], version)
         revoked = self.sessions.revoke_others(claims["sub"], keep_sid=claims["sid"])
-        log_event(
+        self.events.record(
             "password_changed",
             user_id=claims["sub"],
             sid=claims["sid"],
             address=address,
             sessions_revoked=len(revoked),
+            user_agent=req.user_agent,
         )
         resp.status = falcon.HTTP_204
 
@@ -141,14 +208,21 @@ class Verify:
 class Logout:
     """POST /auth/logout: revoke the session of the presented access token."""
 
-    def __init__(self, sessions: Sessions) -> None:
+    def __init__(self, sessions: Sessions, events: EventLog) -> None:
         self.sessions = sessions
+        self.events = events
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """End the caller's session."""
         claims = req.context.claims
         self.sessions.revoke(claims["sid"])
-        log_event("logout", user_id=claims["sub"], sid=claims["sid"], address=req.context.address)
+        self.events.record(
+            "logout",
+            user_id=claims["sub"],
+            sid=claims["sid"],
+            address=req.context.address,
+            user_agent=req.user_agent,
+        )
         resp.status = falcon.HTTP_204
 
 
@@ -160,10 +234,17 @@ class Persons:
         self.clock = clock
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """A page of persons, sorted by id."""
+        """A page of persons, newest first or by name, and how many there are."""
         limit, cursor = page_params(req)
-        persons, next_cursor = self.store.page_persons(limit=limit, after=cursor)
-        resp.media = {"items": [public_person(p) for p in persons], "next_cursor": next_cursor}
+        order = req.get_param("order") or "newest"
+        if order not in store_module.PERSON_ORDERS:
+            raise InvalidInput([("order", "must be one of newest, name")])
+        persons, next_cursor = self.store.page_persons(limit=limit, after=cursor, order=order)
+        resp.media = {
+            "items": [public_person(p) for p in persons],
+            "next_cursor": next_cursor,
+            "total": self.store.count_persons(),
+        }
 
     @falcon.before(require_admin)
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -278,6 +359,7 @@ class Components:
     accounts: Accounts
     refresher: BackgroundRefresher
     clock: Clock
+    events: EventLog
 
 
 def database_uri(config: Config) -> str:
@@ -322,6 +404,7 @@ def build_components(
         store, max_failures=config.login_max_failures, window=config.login_window, clock=clock
     )
     registrations = RegistrationThrottle(store, limit=config.registration_limit, clock=clock)
+    events = EventLog(store, retention_days=config.event_retention, clock=clock)
     return Components(
         config=config,
         store=store,
@@ -334,7 +417,7 @@ def build_components(
             clock=clock,
         ),
         revocations=revocations,
-        sessions=Sessions(store, revocations, ttl=config.refresh_ttl, clock=clock),
+        sessions=Sessions(store, revocations, ttl=config.refresh_ttl, clock=clock, events=events),
         accounts=Accounts(
             store,
             PasswordHasher(),
@@ -342,9 +425,11 @@ def build_components(
             password_min_length=config.password_min_length,
             registrations=registrations,
             clock=clock,
+            events=events,
         ),
         refresher=refresher,
         clock=clock,
+        events=events,
     )
 
 
@@ -406,13 +491,15 @@ def create_app(
         app.add_error_handler(exception, handler)
 
     persons = Persons(c.store, c.clock)
-    app.add_route("/users", Users(c.accounts, c.store))
-    app.add_route("/users/me", Me(c.store))
-    app.add_route("/users/me/password", Password(c.accounts, c.sessions))
-    app.add_route("/auth/token", Tokens(c.accounts, c.sessions, c.tokens))
-    app.add_route("/auth/revoke", Revocation(c.sessions, c.tokens, c.revocations))
+    app.add_route("/users", Users(c.accounts, c.store, c.events))
+    app.add_route("/users/me", Me(c.store, c.accounts, c.sessions, c.events))
+    app.add_route("/users/me/events", MyEvents(c.events))
+    app.add_route("/users/me/password", Password(c.accounts, c.sessions, c.events))
+    app.add_route("/auth/policy", Policy(config.password_min_length))
+    app.add_route("/auth/token", Tokens(c.accounts, c.sessions, c.tokens, c.events))
+    app.add_route("/auth/revoke", Revocation(c.sessions, c.tokens, c.revocations, c.events))
     app.add_route("/auth/verify", Verify())
-    app.add_route("/auth/logout", Logout(c.sessions))
+    app.add_route("/auth/logout", Logout(c.sessions, c.events))
     app.add_route(
         "/auth/introspect", Introspection(c.sessions, c.tokens, c.revocations, config.issuer)
     )

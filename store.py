@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 import functools
+import json
+import unicodedata
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
@@ -14,7 +18,7 @@ from bson.errors import InvalidId
 from pymongo import errors as mongo_errors
 from pymongo.collection import ReturnDocument
 
-from errors import Conflict, Unavailable
+from errors import Conflict, InvalidInput, Unavailable
 
 T = TypeVar("T")
 
@@ -94,6 +98,61 @@ def _public(doc: dict[str, Any] | None) -> dict[str, Any] | None:
     return doc
 
 
+# Keyset paging: each order is one field and the id after it, both in one index.
+PERSON_ORDERS = {
+    "newest": [("created_at", pymongo.DESCENDING), ("_id", pymongo.DESCENDING)],
+    "name": [("name_key", pymongo.ASCENDING), ("_id", pymongo.ASCENDING)],
+}
+EVENTS_ORDER = [("user_id", 1), ("time", pymongo.DESCENDING), ("_id", pymongo.DESCENDING)]
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MILLISECOND = dt.timedelta(milliseconds=1)
+
+
+def _sort_key(name: str) -> str:
+    """What "by name" sorts on: case and compatibility forms set aside."""
+    return unicodedata.normalize("NFKC", name).casefold()
+
+
+def _keyset_page(collection, query, index, *, limit, after) -> list[dict]:
+    """Up to limit + 1 documents of `query` in the order of `index` (its last two keys: a
+    field, then _id), after the (value, id) given."""
+    (field, direction), _ = index[-2:]
+    if after is not None:
+        value, oid = after
+        beyond = "$lt" if direction == pymongo.DESCENDING else "$gt"
+        query = {**query, "$or": [{field: {beyond: value}}, {field: value, "_id": {beyond: oid}}]}
+    # The hint is free on mongod; the embedded server otherwise sorts the whole collection.
+    cursor = collection.find(query).sort(index[-2:]).hint(index).limit(limit + 1)
+    return list(cursor)
+
+
+def _encode_cursor(kind: str, value: Any, oid: ObjectId) -> str:
+    if isinstance(value, dt.datetime):
+        value = (value - _EPOCH) // _MILLISECOND  # BSON dates hold milliseconds, exactly
+    raw = json.dumps([kind, value, str(oid)], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str | None, kind: str) -> tuple[Any, ObjectId] | None:
+    """The (value, id) a cursor of this kind stands for; InvalidInput for any other string."""
+    if cursor is None:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        found, value, oid = json.loads(raw)
+        if found != kind:
+            raise ValueError(kind)
+        if kind in ("newest", "events"):
+            if not isinstance(value, int):
+                raise ValueError(kind)
+            value = _EPOCH + value * _MILLISECOND
+        elif not isinstance(value, str):
+            raise ValueError(kind)
+        return value, ObjectId(oid)
+    except (ValueError, TypeError, InvalidId, binascii.Error, UnicodeDecodeError):
+        raise InvalidInput([("cursor", "must be the next_cursor of a previous page")]) from None
+
+
 class Store:
     """Domain verbs over one MongoDB database."""
 
@@ -104,6 +163,7 @@ class Store:
         self.sessions = db["sessions"]
         self.revocations = db["revocations"]
         self.throttle = db["throttle"]
+        self.events = db["events"]
 
     def close(self) -> None:
         """Close the client this store's database belongs to."""
@@ -121,6 +181,15 @@ class Store:
         self.revocations.create_index("expires_at", expireAfterSeconds=0)
         self.revocations.create_index("created_at")
         self.throttle.create_index("expires_at", expireAfterSeconds=0)
+        for index in PERSON_ORDERS.values():
+            self.persons.create_index(index)
+        self.events.create_index(EVENTS_ORDER)
+        self.events.create_index("expires_at", expireAfterSeconds=0)
+        # Persons written before "by name" existed get their sort key once.
+        for doc in self.persons.find({"name_key": {"$exists": False}}, {"name": 1}):
+            self.persons.update_one(
+                {"_id": doc["_id"]}, {"$set": {"name_key": _sort_key(doc.get("name", ""))}}
+            )
 
     @_translated
     def ping(self, timeout: float = 1.0) -> None:
@@ -191,6 +260,20 @@ class Store:
         return None if user is None else user.get("credential_version", 0)
 
     @_translated
+    def count_admins(self) -> int:
+        """How many users hold the admin role."""
+        return self.users.count_documents({"roles": "admin"})
+
+    @_translated
+    def delete_user(self, user_id: str) -> bool:
+        """Remove a user and the security events kept for them; False when there was none."""
+        oid = object_id(user_id)
+        if oid is None or self.users.delete_one({"_id": oid}).deleted_count != 1:
+            return False
+        self.events.delete_many({"user_id": user_id})
+        return True
+
+    @_translated
     def page_users(self, *, limit: int, after: str | None) -> tuple[list[dict], str | None]:
         """Users sorted by id, `limit` at a time, after the cursor id."""
         return self._page(self.users, limit=limit, after=after)
@@ -199,7 +282,12 @@ class Store:
     @_translated
     def create_person(self, fields: dict[str, Any], *, now: dt.datetime) -> dict[str, Any]:
         """Insert a person and return it."""
-        doc = {**fields, "created_at": now, "updated_at": now}
+        doc = {
+            **fields,
+            "name_key": _sort_key(fields["name"]),
+            "created_at": now,
+            "updated_at": now,
+        }
         self.persons.insert_one(doc)
         return _public(doc)
 
@@ -217,10 +305,11 @@ class Store:
         oid = object_id(person_id)
         if oid is None:
             return None
+        changes = {**fields, "updated_at": now}
+        if "name" in fields:
+            changes["name_key"] = _sort_key(fields["name"])
         doc = self.persons.find_one_and_update(
-            {"_id": oid},
-            {"$set": {**fields, "updated_at": now}},
-            return_document=ReturnDocument.AFTER,
+            {"_id": oid}, {"$set": changes}, return_document=ReturnDocument.AFTER
         )
         return _public(doc)
 
@@ -231,18 +320,57 @@ class Store:
         return oid is not None and self.persons.delete_one({"_id": oid}).deleted_count == 1
 
     @_translated
-    def page_persons(self, *, limit: int, after: str | None) -> tuple[list[dict], str | None]:
-        """Persons sorted by id, `limit` at a time, after the cursor id."""
-        return self._page(self.persons, limit=limit, after=after)
+    def page_persons(
+        self, *, limit: int, after: str | None, order: str = "newest"
+    ) -> tuple[list[dict], str | None]:
+        """Persons in `order` ("newest" first, or by "name"), `limit` at a time, after a cursor."""
+        index = PERSON_ORDERS[order]
+        docs = _keyset_page(
+            self.persons, {}, index, limit=limit, after=_decode_cursor(after, order)
+        )
+        items = [_public(d) for d in docs[:limit]]
+        last = docs[limit - 1] if len(docs) > limit else None
+        field = index[0][0]
+        return items, None if last is None else _encode_cursor(order, last[field], last["_id"])
+
+    @_translated
+    def count_persons(self) -> int:
+        """How many persons there are, from the collection's metadata (cheap; may lag a write)."""
+        return self.persons.estimated_document_count()
 
     @staticmethod
     def _page(collection, *, limit: int, after: str | None) -> tuple[list[dict], str | None]:
-        query = {} if after is None else {"_id": {"$gt": ObjectId(after)}}
+        oid = None if after is None else object_id(after)
+        if after is not None and oid is None:
+            raise InvalidInput([("cursor", "must be the next_cursor of a previous page")])
+        query = {} if oid is None else {"_id": {"$gt": oid}}
         # The hint is free on mongod; the embedded server otherwise sorts the whole collection.
         cursor = collection.find(query).sort("_id", pymongo.ASCENDING).hint([("_id", 1)])
         docs = list(cursor.limit(limit + 1))
         items = [_public(d) for d in docs[:limit]]
         return items, (items[-1]["id"] if len(docs) > limit else None)
+
+    # -- security events of each user ----------------------------------------------------
+    @_translated
+    def add_event(self, user_id: str, event: str, *, fields: dict[str, Any]) -> None:
+        """Keep one security event of a user (it leaves by TTL at `fields["expires_at"]`)."""
+        self.events.insert_one({"user_id": user_id, "event": event, **fields})
+
+    @_translated
+    def page_events(
+        self, user_id: str, *, limit: int, after: str | None
+    ) -> tuple[list[dict], str | None]:
+        """A user's events, newest first, `limit` at a time, after a cursor."""
+        docs = _keyset_page(
+            self.events,
+            {"user_id": user_id},
+            EVENTS_ORDER,
+            limit=limit,
+            after=_decode_cursor(after, "events"),
+        )
+        items = [_public(d) for d in docs[:limit]]
+        last = docs[limit - 1] if len(docs) > limit else None
+        return items, None if last is None else _encode_cursor("events", last["time"], last["_id"])
 
     # -- refresh sessions --------------------------------------------------------------
     # A session is one document: the hash of its current refresh token and of the last few

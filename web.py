@@ -8,6 +8,7 @@ import io
 import ipaddress
 import json
 import logging
+import re
 import urllib.parse
 from collections.abc import Callable
 from http import HTTPStatus
@@ -16,8 +17,14 @@ from typing import Any
 import falcon
 
 import openapi
-import store as store_module
-from errors import Conflict, InvalidInput, RevocationsStale, Throttled, Unavailable
+from errors import (
+    Conflict,
+    InvalidInput,
+    LastAdmin,
+    RevocationsStale,
+    Throttled,
+    Unavailable,
+)
 
 log = logging.getLogger("tokenauth")
 
@@ -102,6 +109,13 @@ def handle_conflict(req, resp, error: Conflict, params) -> None:
     raise conflict
 
 
+def handle_last_admin(req, resp, error: LastAdmin, params) -> None:
+    """No active admin would be left: 409."""
+    raise falcon.HTTPConflict(
+        description="The last active admin cannot do this; make another admin first"
+    )
+
+
 def handle_invalid_input(req, resp, error: InvalidInput, params) -> None:
     """Fields that break their schema or a rule: 422 naming every one."""
     raise UnprocessableFields(error.errors)
@@ -145,6 +159,7 @@ ERROR_HANDLERS = (
     (Exception, handle_unexpected),
     (Unavailable, handle_unavailable),
     (Conflict, handle_conflict),
+    (LastAdmin, handle_last_admin),
     (InvalidInput, handle_invalid_input),
     (RevocationsStale, handle_revocations_stale),
     (Throttled, handle_throttled),
@@ -299,8 +314,11 @@ def _nesting_depth(value: Any) -> int:
     return deepest
 
 
+_CURSOR = re.compile(r"[A-Za-z0-9_-]{1,512}")
+
+
 def page_params(req: falcon.Request) -> tuple[int, str | None]:
-    """`limit` (1..200, default 50) and `cursor` (an id) from the query string."""
+    """`limit` (1..200, default 50) and an opaque `cursor` from the query string."""
     errors = []
     raw_limit = req.get_param("limit")
     limit = 50
@@ -311,8 +329,8 @@ def page_params(req: falcon.Request) -> tuple[int, str | None]:
         else:
             limit = int(raw_limit)
     cursor = req.get_param("cursor")
-    # Lower-case hex only, as openapi.json's pattern says and as next_cursor is written.
-    if cursor is not None and (cursor != cursor.lower() or store_module.object_id(cursor) is None):
+    # Opaque: the store tells whether it is one of its own (base64url, as next_cursor is).
+    if cursor is not None and not _CURSOR.fullmatch(cursor):
         errors.append(("cursor", "must be the next_cursor of a previous page"))
     if errors:
         raise UnprocessableFields(errors)

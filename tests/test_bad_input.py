@@ -445,7 +445,7 @@ def test_unknown_route_is_404_problem(world):
         ("DELETE", "/openapi.json", None, {"GET", "OPTIONS"}),
         ("PUT", "{person}", "admin", {"GET", "PATCH", "DELETE", "OPTIONS"}),
         ("DELETE", "/users", "admin", {"GET", "POST", "OPTIONS"}),
-        ("POST", "/users/me", "user", {"GET", "OPTIONS"}),
+        ("POST", "/users/me", "user", {"DELETE", "GET", "OPTIONS"}),
         ("GET", "/users/me/password", "user", {"PUT", "OPTIONS"}),
     ],
 )

@@ -160,10 +160,10 @@ def test_a_full_session_logs_each_event_as_one_json_line_without_secrets(
 
 
 def test_log_event_writes_one_json_line_even_for_odd_values(caplog):
-    import auth
+    import events
 
     caplog.set_level(logging.INFO, logger="tokenauth.events")
-    auth.log_event("example", user_id="u1", address="192.0.2.1", odd='quote " and\nnewline')
+    events.log_event("example", user_id="u1", address="192.0.2.1", odd='quote " and\nnewline')
     (record,) = caplog.records
     assert "\n" not in record.getMessage()
     assert json.loads(record.getMessage())["odd"] == 'quote " and\nnewline'

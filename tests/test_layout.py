@@ -22,6 +22,7 @@ RANKS = {
     "throttle": 2,
     "keys": 2,
     "passwords": 2,
+    "events": 2,
     "store": 1,
     "embedded": 1,
     "openapi": 0,

@@ -109,6 +109,9 @@ def test_every_route_of_the_table_in_api_md_is_documented():
     table = {
         ("POST", "/users"),
         ("GET", "/users/me"),
+        ("DELETE", "/users/me"),
+        ("GET", "/users/me/events"),
+        ("GET", "/auth/policy"),
         ("PUT", "/users/me/password"),
         ("GET", "/users"),
         ("POST", "/auth/token"),
@@ -254,6 +257,17 @@ SCHEMA_EXAMPLES = [
         422,
         "new_password",
     ),
+    # The only admin may not delete itself: the valid body gets the last-admin 409.
+    (
+        "DELETE",
+        "/users/me",
+        "AccountDeletion",
+        {"current_password": ADMIN_PASSWORD},
+        409,
+        {"current_password": ["x"]},
+        422,
+        "current_password",
+    ),
 ]
 
 
@@ -311,7 +325,8 @@ def test_the_service_validates_bodies_by_the_documented_schema(
     )
     assert accepted.status_int == valid_status, accepted.text
     if accepted.body:
-        assert_matches(accepted.json, response_schema(path, method, valid_status, JSON_TYPE))
+        media_type = accepted.content_type.split(";")[0]
+        assert_matches(accepted.json, response_schema(path, method, valid_status, media_type))
 
 
 @pytest.mark.parametrize(
@@ -324,10 +339,9 @@ def test_the_service_validates_bodies_by_the_documented_schema(
         ("limit=abc", False),
         ("limit=1.5", False),
         ("limit=%C2%B2", False),  # superscript two: str.isdigit() says yes, int() says no
-        ("cursor=0123456789abcdef01234567", True),
-        ("cursor=0123456789ABCDEF01234567", False),
-        ("cursor=nope", False),
-        ("cursor=0123456789abcdef0123456", False),
+        ("cursor=not%20a%20cursor", False),
+        ("cursor=" + "a" * 513, False),
+        ("cursor=%2B%2F%3D", False),
     ],
 )
 def test_paging_parameters_are_validated_as_documented(app, admin_token, query, valid):

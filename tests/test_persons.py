@@ -78,24 +78,53 @@ def test_get_item_is_404_for_a_missing_or_malformed_id(app, user_token, person_i
     assert_problem(app.get(f"/persons/{person_id}", headers=bearer(user_token), status=404), 404)
 
 
-def test_pages_of_three_walk_seven_persons_in_id_order(app, admin_token, user_token):
-    created = [create(app, admin_token, name=f"Person {n}")["id"] for n in range(7)]
+def walk(app, token: str, query: str) -> list[list[dict]]:
+    """Every page of GET /persons?QUERY, following next_cursor (bounded)."""
     pages, cursor = [], None
-    for _ in range(4):
-        query = "/persons?limit=3" + (f"&cursor={cursor}" if cursor else "")
-        page = app.get(query, headers=bearer(user_token))
+    for _ in range(10):
+        page = app.get(
+            f"/persons?{query}" + (f"&cursor={cursor}" if cursor else ""), headers=bearer(token)
+        )
         assert page.status_int == 200
-        assert set(page.json) == {"items", "next_cursor"}
-        pages.append([person["id"] for person in page.json["items"]])
+        assert set(page.json) == {"items", "next_cursor", "total"}
+        pages.append(page.json["items"])
         cursor = page.json["next_cursor"]
         if cursor is None:
-            break
+            return pages
+    raise AssertionError("paging did not end")
+
+
+def test_pages_of_three_walk_seven_persons_newest_first(app, admin_token, user_token, clock):
+    created = []
+    for n in range(7):
+        created.append(create(app, admin_token, name=f"Person {n}"))
+        clock.advance(0.5 if n % 2 else 0)  # some share a creation time: ties go by id
+    pages = walk(app, user_token, "limit=3")
     assert [len(page) for page in pages] == [3, 3, 1]
-    assert [pid for page in pages for pid in page] == sorted(created)
-    # The cursor is the id of the last item of the page it came with.
-    assert (
-        app.get("/persons?limit=3", headers=bearer(user_token)).json["next_cursor"] == pages[0][-1]
-    )
+    expected = sorted(created, key=lambda p: (p["created_at"], p["id"]), reverse=True)
+    assert [p for page in pages for p in page] == expected
+    assert app.get("/persons?limit=3", headers=bearer(user_token)).json["total"] == 7
+
+
+def test_a_new_person_comes_first(app, admin_token, user_token, clock):
+    create(app, admin_token, name="Older")
+    clock.advance(1)
+    newest = create(app, admin_token, name="Newer")
+    assert app.get("/persons?limit=1", headers=bearer(user_token)).json["items"] == [newest]
+
+
+def test_by_name_ignores_case_and_pages_with_its_own_cursor(app, admin_token, user_token):
+    for name in ["bob", "Alice", "carol", "alice", "Émile", "Dave"]:
+        create(app, admin_token, name=name)
+    pages = walk(app, user_token, "limit=2&order=name")
+    names = [p["name"] for page in pages for p in page]
+    assert [n.casefold() for n in names] == ["alice", "alice", "bob", "carol", "dave", "émile"]
+    # A cursor belongs to its order: used with the other one, it is refused.
+    cursor = app.get("/persons?limit=2&order=name", headers=bearer(user_token)).json["next_cursor"]
+    answer = app.get(f"/persons?cursor={cursor}", headers=bearer(user_token), status=422)
+    assert [e["field"] for e in answer.json["errors"]] == ["cursor"]
+    answer = app.get("/persons?order=age", headers=bearer(user_token), status=422)
+    assert answer.json["errors"] == [{"field": "order", "message": "must be one of newest, name"}]
 
 
 def test_default_page_holds_fifty(app, admin_token, user_token, db):
@@ -115,7 +144,7 @@ def test_default_page_holds_fifty(app, admin_token, user_token, db):
 
 def test_an_empty_collection_is_one_empty_page(app, user_token):
     page = app.get("/persons?limit=200", headers=bearer(user_token))
-    assert page.json == {"items": [], "next_cursor": None}
+    assert page.json == {"items": [], "next_cursor": None, "total": 0}
 
 
 @pytest.mark.parametrize(
@@ -129,6 +158,7 @@ def test_an_empty_collection_is_one_empty_page(app, user_token):
         ("limit=%C2%B2", "limit"),  # superscript two: a digit to str.isdigit() only
         ("cursor=nope", "cursor"),
         ("cursor=" + "g" * 24, "cursor"),
+        ("cursor=not%20a%20cursor", "cursor"),
     ],
 )
 def test_bad_paging_is_422_naming_the_field(app, user_token, query, field):

@@ -147,8 +147,11 @@ def test_usernames_outside_the_rules_are_refused(app, sent):
 def assert_stored_persons_allowed(db) -> None:
     """Every stored person has a 1..200-character name, a valid email and an age 0..150 or null."""
     for person in db["persons"].find():
-        assert set(person) == {"_id", "name", "email", "age", "created_at", "updated_at"}
+        fields = {"_id", "name", "name_key", "email", "age", "created_at", "updated_at"}
+        assert set(person) == fields
         assert isinstance(person["name"], str) and 1 <= len(person["name"]) <= 200
+        # What "by name" sorts on follows the name through every write.
+        assert person["name_key"] == unicodedata.normalize("NFKC", person["name"]).casefold()
         assert isinstance(person["email"], str) and _EMAIL.match(person["email"])
         age = person["age"]
         assert age is None or (type(age) is int and 0 <= age <= 150)
