@@ -208,6 +208,11 @@ function showProblem(err, retry) {
     : `Could not load persons. ${err.message}`;
   $('pager-retry').onclick = retry;
   $('pager-problem').hidden = false;
+  // The pressed button was disabled while loading, which dropped the focus: give it to Retry.
+  if (document.activeElement === document.body) {
+    $('pager-retry').disabled = false;
+    focusElement($('pager-retry'));
+  }
   if (auto) retryTimer = window.setTimeout(retry, wait * 1000);
 }
 
