@@ -17,7 +17,17 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from helpers import ADMIN_PASSWORD, BIN, PASSWORD, ROOT, bearer, service_env, wait_http
+from helpers import (
+    ADMIN_PASSWORD,
+    BIN,
+    PASSWORD,
+    ROOT,
+    bearer,
+    free_port,
+    service_env,
+    wait_http,
+)
+from processes import start_gunicorn, stop
 
 from embedded import EmbeddedServer
 from keys import CLOCK_SKEW
@@ -695,10 +705,28 @@ def own_database(tmp_path) -> Iterator[EmbeddedServer]:
     server.stop()
 
 
-def test_pager_moves_only_to_a_page_that_loaded(
-    own_database, gunicorn_server, create_admin, open_tab
-):
-    base = gunicorn_server({"TOKENAUTH_MONGODB_URI": own_database.uri})
+@pytest.fixture
+def own_service(own_database, db_name, tmp_path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """gunicorn on that server, owned by the test so that it can stop it too."""
+    port = free_port()
+    environ = {
+        "TOKENAUTH_MONGODB_URI": own_database.uri,
+        "TOKENAUTH_DB_NAME": db_name,
+        "TOKENAUTH_DATA_DIR": str(tmp_path / "var"),
+        "TOKENAUTH_BIND": f"127.0.0.1:{port}",
+        "TOKENAUTH_ISSUER": "http://127.0.0.1:8000",
+    }
+    process = start_gunicorn(environ, tmp_path / "gunicorn.log")
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_http(f"{base}/health")
+        yield base, process
+    finally:
+        stop(process)
+
+
+def test_pager_moves_only_to_a_page_that_loaded(own_database, own_service, create_admin, open_tab):
+    base, service = own_service
     create_admin(uri=own_database.uri)
     names = seed_persons(base)
     tab = open_tab(base, "outage")
@@ -736,6 +764,19 @@ def test_pager_moves_only_to_a_page_that_loaded(
     assert hash_of(page) == "/persons?order=newest&size=10&page=2"
     page.get_by_role("button", name="Previous").click()
     expect(row_names(page)).to_have_text(names[:10])
+
+    # The service itself is gone: the page does not blame the person's connection.
+    stop(service)
+    page.get_by_role("button", name="Next").click()
+    expect(page.locator("#pager-problem-text")).to_have_text(
+        "Could not load persons. Could not reach the service: it may be down, "
+        "or this device may be offline."
+    )
+    expect(row_names(page)).to_have_text(names[:10])
+    expect(page.locator("#page-info")).to_have_text("1\u201310 of 12")
+    refused = [p for p in tab.problems if "net::ERR_CONNECTION_REFUSED" in p]
+    assert refused, "Chromium logs the refused connection"
+    tab.problems = [p for p in tab.problems if p not in refused]
     tab.assert_clean()
 
 
