@@ -6,6 +6,7 @@ import { callApi } from './session.js';
 import { $, focusElement } from './ui.js';
 
 const PAGE_SIZE = 20;
+const AUTO_RETRY_MAX_S = 30; // a 503 asking for a short wait is retried without a click
 
 const EVENT_SENTENCES = {
   user_registered: 'Account created',
@@ -59,9 +60,16 @@ async function loadEvents({ more }) {
     if (more && items.length) focusElement(items[0].querySelector('.activity-what'));
   } catch (err) {
     if (mine !== seq || err.handled) return;
-    $('activity-problem-text').textContent = `Could not load your activity. ${err.message}`;
-    $('activity-retry').onclick = () => loadEvents({ more });
+    const retry = () => loadEvents({ more });
+    $('activity-retry').onclick = retry;
     $('activity-problem').hidden = false;
+    if (err.status === 503 && err.retryAfter !== null && err.retryAfter <= AUTO_RETRY_MAX_S) {
+      const wait = Math.max(1, err.retryAfter);
+      $('activity-problem-text').textContent = `Could not load your activity: the service is temporarily unavailable. Trying again in ${wait} seconds…`;
+      window.setTimeout(() => { if (mine === seq) retry(); }, wait * 1000);
+    } else {
+      $('activity-problem-text').textContent = `Could not load your activity. ${err.message}`;
+    }
   } finally {
     if (mine === seq) {
       $('activity-loading').hidden = true;

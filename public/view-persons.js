@@ -4,7 +4,7 @@
 // page has loaded; a failed load keeps what was shown and offers Retry beside the pager.
 
 import * as api from './api.js';
-import { go } from './router.js';
+import { currentRoute, go } from './router.js';
 import { callApi, isAdmin } from './session.js';
 import { $, flash, focusElement, setBusy, toast } from './ui.js';
 
@@ -152,7 +152,9 @@ async function showPage(target, { push, markId = null, focusAfter = null }) {
   } finally {
     if (mine === seq) stopLoading();
   }
-  if (mine !== seq) return;
+  // Overtaken by a newer load, or the person went to another page (Back, then Forward) while
+  // this one loaded: its answer must not put the list's address back in the address bar.
+  if (mine !== seq || currentRoute().name !== 'persons') return;
   const { page, answer } = loaded;
   if (!answer.items.length && page > 1) {
     // The last person of this page went away: step back rather than show an empty page.

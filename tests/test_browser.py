@@ -850,8 +850,12 @@ def test_account_page_changes_the_password_shows_activity_and_deletes(
     # Back and Forward between the two pages.
     page.go_back()
     expect(page.locator("#persons-page")).to_be_visible()
+    assert hash_of(page) == "/persons?order=newest&size=10&page=1"
+    # Forward at once, while the list may still be loading: its answer must not take the URL.
     page.go_forward()
     expect(page.locator("#account-page")).to_be_visible()
+    expect(page.locator("#persons")).not_to_have_attribute("aria-busy", "true")
+    assert hash_of(page) == "/account"
 
     # Deleting the account needs the current password, then ends everything.
     delete = page.locator("#delete-account-form")
