@@ -50,11 +50,39 @@ export function me(token) {
   return request('GET', '/users/me', { token });
 }
 
-/** GET /persons: one page of at most `limit` persons from `cursor` (null for the first). */
-export function listPersons(token, { limit, cursor }) {
+/** GET /auth/policy: the password and username rules the service applies. */
+export function policy() {
+  return request('GET', '/auth/policy');
+}
+
+/** PUT /users/me/password: 204; every other session of the account ends. */
+export function changePassword(token, currentPassword, newPassword) {
+  return request('PUT', '/users/me/password', {
+    body: { current_password: currentPassword, new_password: newPassword },
+    token,
+  });
+}
+
+/** GET /users/me/events: one page of the account's security events, newest first. */
+export function listEvents(token, { limit, cursor }) {
+  return request('GET', `/users/me/events?${pageParams({ limit, cursor })}`, { token });
+}
+
+/** DELETE /users/me: deletes the account, its sessions and its events. */
+export function deleteAccount(token, currentPassword) {
+  return request('DELETE', '/users/me', { body: { current_password: currentPassword }, token });
+}
+
+/** GET /persons: one page of at most `limit` persons in `order` from `cursor` (null for the first). */
+export function listPersons(token, { limit, cursor, order }) {
+  return request('GET', `/persons?${pageParams({ limit, cursor, order })}`, { token });
+}
+
+function pageParams({ limit, cursor, order }) {
   const params = new URLSearchParams({ limit: String(limit) });
+  if (order) params.set('order', order);
   if (cursor) params.set('cursor', cursor);
-  return request('GET', `/persons?${params}`, { token });
+  return params;
 }
 
 /** POST /persons: adds a person (admins). */
@@ -88,7 +116,8 @@ async function request(method, path, { body, token } = {}) {
       cache: 'no-store',
     });
   } catch {
-    throw new ApiError('Could not reach the service. Check your connection and try again.');
+    // Not "check your connection": the service being down looks the same from here.
+    throw new ApiError('Could not reach the service: it may be down, or this device may be offline.');
   }
   const data = await readJson(response);
   if (response.ok) return data;
@@ -140,6 +169,14 @@ function humanWait(seconds) {
   return `${Math.ceil(minutes / 60)} hours`;
 }
 
+// "You can try again at 10:42 (in 15 minutes).": the clock time, which outlives the page.
+function whenAgain(seconds) {
+  if (seconds === null) return 'Please wait a little while and try again.';
+  const at = new Date(Date.now() + seconds * 1000);
+  const clock = at.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  return `You can try again at ${clock} (in ${humanWait(seconds)}).`;
+}
+
 const OAUTH_MESSAGES = {
   invalid_grant: 'Wrong username or password.',
   invalid_request: 'The service could not read that request.',
@@ -149,7 +186,7 @@ const OAUTH_MESSAGES = {
 
 // Turns any failure into a sentence a person can act on, never a bare status code.
 function describeFailure(status, data, code, retryAfter) {
-  if (status === 429) return `Too many attempts. Please wait ${humanWait(retryAfter)} and try again.`;
+  if (status === 429) return `Too many attempts. ${whenAgain(retryAfter)}`;
   if (status === 503) return `The service is temporarily unavailable. Please try again in ${humanWait(retryAfter)}.`;
   if (status >= 500) return 'The service ran into a problem. Please try again later.';
   if (status === 413) return 'That is more data than the service accepts.';

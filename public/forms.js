@@ -2,12 +2,49 @@
 // form's own alert, and the focus move to the first problem.
 
 import { sentence } from './api.js';
+import { countText, currentPolicy, loadPolicy } from './policy.js';
 import { focusElement } from './ui.js';
 
 const FIELD_NAMES = {
   username: 'Username', password: 'Password', confirm: 'Confirmation',
   name: 'Name', email: 'Email', age: 'Age',
+  current_password: 'Current password', new_password: 'New password',
 };
+
+/** Wires every password counter and "show password" box of the page. */
+export function wirePasswordHelpers() {
+  document.querySelectorAll('[data-counter-for]').forEach((counter) => {
+    const input = document.getElementById(counter.dataset.counterFor);
+    input.addEventListener('input', () => { counter.textContent = countText(input.value); });
+  });
+  document.querySelectorAll('[data-show-passwords]').forEach((box) => {
+    box.addEventListener('change', () => {
+      for (const id of box.dataset.showPasswords.split(' ')) {
+        document.getElementById(id).type = box.checked ? 'text' : 'password';
+      }
+    });
+  });
+}
+
+/** Reads the service's policy (once) and writes its rules and the counters into the page. */
+export async function showPolicy() {
+  await loadPolicy();
+  const rules = currentPolicy();
+  if (rules) {
+    const length = `${rules.password_min_length} to ${rules.password_max_length} characters`;
+    document.querySelectorAll('[data-password-length]').forEach((el) => { el.textContent = length; });
+    const names = `${rules.username_min_length} to ${rules.username_max_length} ${rules.username_rule}.`;
+    document.querySelectorAll('[data-username-rule]').forEach((el) => { el.textContent = names; });
+  }
+  refreshCounters();
+}
+
+/** Recounts every password counter (after a form was reset). */
+export function refreshCounters() {
+  document.querySelectorAll('[data-counter-for]').forEach((counter) => {
+    counter.textContent = countText(document.getElementById(counter.dataset.counterFor).value);
+  });
+}
 
 /** Removes every error the form shows. */
 export function clearFormErrors(form) {

@@ -1,18 +1,32 @@
 // The browser client's entry point (plain ES2020 modules, no dependencies, no build step):
-// gives the session its lost-session handler, wires every view, and shows the first one.
+// gives the session its lost-session handler, wires every view and the routes, and shows the
+// first view.
 
-import { hasStoredSession, initSession, restore } from './session.js';
+import { showPolicy, wirePasswordHelpers } from './forms.js';
+import { go, onRouteChange } from './router.js';
+import { currentUser, hasStoredSession, initSession, restore } from './session.js';
 import { $, announce, focusElement } from './ui.js';
+import { wireAccount } from './view-account.js';
 import { wireAuthForms } from './view-auth.js';
-import { resetIfEditing, startEdit, wirePersonForm } from './view-person-form.js';
+import { startEdit, wirePersonForm } from './view-person-form.js';
 import { wirePersonsList } from './view-persons.js';
-import { enterApp, showLoggedOut, wireShell } from './view-shell.js';
+import { enterApp, showLoggedOut, showRoute, wireShell } from './view-shell.js';
+
+const AUTO_RETRY_MAX_S = 30;
 
 // The session is over: show the login form with the reason, and put the focus there.
 function onSessionLost(reason) {
   showLoggedOut();
   announce(reason, 'error');
   focusElement($('login-username'));
+}
+
+// The account is gone: the login form, with what happened.
+function onAccountDeleted(message) {
+  showLoggedOut();
+  go('login');
+  announce(message);
+  focusElement($('auth-heading'));
 }
 
 // A refresh token in this tab's sessionStorage means a reload: restore the session from it.
@@ -23,16 +37,27 @@ async function restoreSession() {
   } catch (err) {
     if (err.handled) return;
     showLoggedOut();
+    if (err.status === 503 && err.retryAfter !== null && err.retryAfter <= AUTO_RETRY_MAX_S) {
+      // The refresh token is still kept: try again as the service asked, without a click.
+      const wait = Math.max(1, err.retryAfter);
+      announce(`Could not restore your session: the service is temporarily unavailable. Trying again in ${wait} seconds…`, 'error');
+      window.setTimeout(() => { if (hasStoredSession() && !currentUser()) restoreSession(); }, wait * 1000);
+      return;
+    }
     announce(`Could not restore your session. ${err.message}`, 'error');
   }
 }
 
 function start() {
   initSession({ onSessionLost });
+  wirePasswordHelpers();
+  showPolicy();
   wireAuthForms();
   wireShell();
-  wirePersonsList({ onEdit: startEdit, onDeleted: (person) => resetIfEditing(person.id) });
+  wirePersonsList({ onEdit: startEdit });
   wirePersonForm();
+  wireAccount({ onAccountDeleted });
+  onRouteChange((route) => showRoute(route));
   if (hasStoredSession()) {
     restoreSession();
   } else {

@@ -94,6 +94,11 @@ export async function logOut() {
   return unreachable;
 }
 
+/** Forgets the session here only: the service already ended it (the account was deleted). */
+export function endLocally() {
+  forgetSession();
+}
+
 function saveTokens(tokens) {
   accessToken = tokens.access_token;
   if (tokens.refresh_token) storage.set(tokens.refresh_token);

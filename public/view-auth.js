@@ -1,18 +1,17 @@
 // The logged-out view's two forms: logging in, and creating an account (which then logs in),
-// with the password counter and the "show password" boxes.
+// with the rules of the service's policy checked before anything is sent.
 
 import * as api from './api.js';
-import { clearFormErrors, failLocally, formAlert, reportFormError } from './forms.js';
+import { clearFormErrors, failLocally, formAlert, refreshCounters, reportFormError } from './forms.js';
+import { passwordProblem, usernameProblem } from './policy.js';
 import { logIn } from './session.js';
 import { $, announce, focusElement, holdOff, setBusy } from './ui.js';
 import { enterApp } from './view-shell.js';
 
-/** Wires both forms, the password counter and the "show password" boxes. */
+/** Wires both forms. */
 export function wireAuthForms() {
   $('login-form').addEventListener('submit', onLoginSubmit);
   $('register-form').addEventListener('submit', onRegisterSubmit);
-  $('register-password').addEventListener('input', updatePasswordCount);
-  wirePasswordToggles();
 }
 
 async function logInAndEnter(username, password) {
@@ -60,8 +59,12 @@ function loginFailed(form, err) {
 
 function validateRegistration(username, password, confirm) {
   const problems = [];
+  const nameProblem = username && usernameProblem(username);
+  const passProblem = password && passwordProblem(password, username);
   if (!username) problems.push({ field: 'username', message: 'Choose a username.' });
+  else if (nameProblem) problems.push({ field: 'username', message: nameProblem });
   if (!password) problems.push({ field: 'password', message: 'Choose a password.' });
+  else if (passProblem) problems.push({ field: 'password', message: passProblem });
   if (!confirm) {
     problems.push({ field: 'confirm', message: 'Type the password a second time.' });
   } else if (password.normalize('NFC') !== confirm.normalize('NFC')) {
@@ -114,32 +117,14 @@ async function signInAfterRegistering(form, username, password) {
   try {
     await logInAndEnter(username, password);
     form.reset();
-    updatePasswordCount();
+    refreshCounters();
     announce(`Account created. Welcome, ${username}.`);
   } catch (err) {
     if (err.handled) return;
     form.reset();
-    updatePasswordCount();
+    refreshCounters();
     $('login-username').value = username;
     formAlert($('login-form'), `Your account was created, but logging in failed: ${err.message}`);
     focusElement($('login-password'));
   }
-}
-
-/* ---------- password helpers ---------- */
-
-function updatePasswordCount() {
-  // Code points, as the service counts them: an emoji is one character, not two.
-  const count = [...$('register-password').value.normalize('NFC')].length;
-  $('register-password-count').textContent = count === 1 ? '1 character' : `${count} characters`;
-}
-
-function wirePasswordToggles() {
-  document.querySelectorAll('[data-show-passwords]').forEach((box) => {
-    box.addEventListener('change', () => {
-      for (const id of box.dataset.showPasswords.split(' ')) {
-        $(id).type = box.checked ? 'text' : 'password';
-      }
-    });
-  });
 }

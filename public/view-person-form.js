@@ -1,60 +1,72 @@
-// The person form (admins): adding a person, and editing one picked in the list.
+// The person form (admins), in a dialog over the list so that the place in the list is kept:
+// "Add person" in the list's header opens it empty, a row's Edit opens it filled.
 
 import * as api from './api.js';
 import { clearFormErrors, failLocally, reportFormError } from './forms.js';
 import { callApi } from './session.js';
-import { $, announce, focusElement, setBusy } from './ui.js';
-import { loadPersons, rowButton } from './view-persons.js';
+import { $, focusElement, setBusy, toast } from './ui.js';
+import { refreshPersons, rowButton, showNewest } from './view-persons.js';
 
 const AGE_PROBLEM = 'Age must be a whole number from 0 to 150, or left empty.';
 
 let editingId = null; // the id of the person being edited, null while adding
+let returnFocus = null; // where the focus goes back when the dialog closes unsaved
 
-/** Wires the form's submit, its cancel button and Escape. */
+/** Wires the "Add person" button, the form's submit and its cancel button. */
 export function wirePersonForm() {
+  $('add-person').addEventListener('click', startAdd);
   $('person-form').addEventListener('submit', onPersonSubmit);
-  $('person-cancel').addEventListener('click', cancelEdit);
-  $('person-form').addEventListener('keydown', (event) => {
-    if (event.key === 'Escape' && editingId) cancelEdit();
+  $('person-cancel').addEventListener('click', () => $('person-dialog').close());
+  // Escape closes a modal dialog by itself; every way of closing ends up here.
+  $('person-dialog').addEventListener('close', () => {
+    const target = returnFocus;
+    resetPersonForm();
+    focusElement(target);
   });
 }
 
-/** Fills the form with the person and switches it to editing. */
+/** Opens the empty form for a new person. */
+export function startAdd() {
+  resetPersonForm();
+  returnFocus = $('add-person');
+  open();
+}
+
+/** Opens the form filled with the person, to edit them. */
 export function startEdit(person) {
+  resetPersonForm();
   const form = $('person-form');
-  clearFormErrors(form);
   editingId = person.id;
+  returnFocus = rowButton(person.id, 'edit');
   form.elements.name.value = person.name;
   form.elements.email.value = person.email;
   form.elements.age.value = person.age === null || person.age === undefined ? '' : String(person.age);
   $('person-form-heading').textContent = `Edit ${person.name}`;
   $('person-submit').textContent = 'Save changes';
-  $('person-cancel').hidden = false;
-  $('person-editor').classList.add('is-editing');
-  focusElement(form.elements.name);
+  open();
 }
 
-/** Empties the form and switches it back to adding. */
+/** Empties the form and switches it back to adding (also when the person logs out). */
 export function resetPersonForm() {
   const form = $('person-form');
   form.reset();
   clearFormErrors(form);
   editingId = null;
+  returnFocus = null;
   $('person-form-heading').textContent = 'Add a person';
   $('person-submit').textContent = 'Add person';
-  $('person-cancel').hidden = true;
-  $('person-editor').classList.remove('is-editing');
+  if ($('person-dialog').open) $('person-dialog').close();
 }
 
-/** Resets the form if it is editing this person (who was just deleted). */
-export function resetIfEditing(id) {
-  if (editingId === id) resetPersonForm();
+function open() {
+  $('person-dialog').showModal();
+  focusElement($('person-form').elements.name);
 }
 
-function cancelEdit() {
-  const id = editingId;
-  resetPersonForm();
-  focusElement((id && rowButton(id, 'edit')) || $('persons-heading'));
+// Closes the dialog after a save; the list then decides where the focus goes.
+function closeSaved() {
+  returnFocus = null;
+  $('person-dialog').close();
 }
 
 // Reads and checks the form; the browser's own validity catches what .value hides.
@@ -81,7 +93,6 @@ async function onPersonSubmit(event) {
   event.preventDefault();
   const form = event.currentTarget;
   clearFormErrors(form);
-  announce('');
   const { person, problems } = readPersonForm(form);
   if (problems.length) { failLocally(form, problems); return; }
 
@@ -90,36 +101,37 @@ async function onPersonSubmit(event) {
     ? (token) => api.updatePerson(token, id, person)
     : (token) => api.createPerson(token, person);
   const done = setBusy($('person-submit'), id ? 'Saving…' : 'Adding…');
+  let saved;
   try {
-    await callApi(send);
+    saved = await callApi(send);
   } catch (err) {
     done();
     await saveFailed(form, id, person, err);
     return;
   }
   done();
-  await (id ? edited(id, person) : added(form, person));
+  closeSaved();
+  await (id ? edited(id, person) : added(saved, person));
 }
 
 async function saveFailed(form, id, person, err) {
   if (err.status === 404 && id) {
-    resetPersonForm();
-    announce(`${person.name} was deleted in the meantime, so the changes were not saved.`, 'error');
-    await loadPersons();
+    closeSaved();
+    toast(`${person.name} was deleted in the meantime, so the changes were not saved.`, 'error');
+    await refreshPersons({ focusAfter: () => $('persons-heading') });
     return;
   }
   reportFormError(form, err, { fallbackField: 'name' });
 }
 
 async function edited(id, person) {
-  resetPersonForm();
-  announce(`Saved changes to ${person.name}.`);
-  await loadPersons({ focusAfter: () => rowButton(id, 'edit') || $('persons-heading') });
+  toast(`Saved changes to ${person.name}.`);
+  await refreshPersons({ markId: id, focusAfter: () => rowButton(id, 'edit') || $('persons-heading') });
 }
 
-async function added(form, person) {
-  form.reset();
-  announce(`Added ${person.name}.`);
-  focusElement(form.elements.name); // ready for the next one
-  await loadPersons();
+// Newest first, a new person is the first row of page 1: show it there, marked.
+async function added(saved, person) {
+  toast(`Added ${person.name}.`);
+  const id = saved && saved.id;
+  await showNewest({ markId: id, focusAfter: () => rowButton(id, 'edit') || $('add-person') });
 }

@@ -1,82 +1,189 @@
-// The persons list: the table, paging over the service's cursor with a loading state, and
-// each row's edit and delete buttons (admins), with the delete confirmation in the row.
+// The persons list (#/persons?order=newest&size=10&page=2): the table in a stated order,
+// paging over the service's cursors, each row's edit and delete buttons (admins), and the
+// delete confirmation in the row. The page shown, its label and its URL change only once the
+// page has loaded; a failed load keeps what was shown and offers Retry beside the pager.
 
 import * as api from './api.js';
+import { currentRoute, go } from './router.js';
 import { callApi, isAdmin } from './session.js';
-import { $, announce, focusElement, setBusy } from './ui.js';
+import { $, flash, focusElement, setBusy, toast } from './ui.js';
 
 const SLOW_MS = 300; // show "loading" only when an answer is slow enough to notice
+const AUTO_RETRY_MAX_S = 30; // a 503 asking for a short wait is retried without a click
+const ORDERS = ['newest', 'name'];
+const SIZES = [5, 10, 20, 50];
+const CURSORS_KEY = 'tokenauth.page_cursors';
 
-const paging = { limit: 10, cursor: null, previous: [], next: null, items: [], seq: 0 };
+// What the table shows: only ever a page that loaded.
+const shown = { order: 'newest', limit: 10, page: 1, items: [], next: null, total: null };
+let seq = 0; // drops answers that a newer load overtook
 let loadingTimer = 0;
+let retryTimer = 0;
 let onEdit = () => {};
-let onDeleted = () => {};
 
-/** Wires the pager and the page size; `onEdit(person)` and `onDeleted(person)` reach the form. */
+/** Wires the pager, the order, the page size and Retry; `onEdit(person)` opens the editor. */
 export function wirePersonsList(handlers) {
   onEdit = handlers.onEdit;
-  onDeleted = handlers.onDeleted;
-  paging.limit = Number($('page-size').value);
-  $('next-page').addEventListener('click', () => changePage('next'));
-  $('prev-page').addEventListener('click', () => changePage('previous'));
-  $('page-size').addEventListener('change', (event) => {
-    paging.limit = Number(event.target.value);
-    resetPaging();
-    loadPersons();
-  });
+  $('next-page').addEventListener('click', () => step(+1));
+  $('prev-page').addEventListener('click', () => step(-1));
+  $('order').addEventListener('change', () => showPage(selected({ page: 1 }), { push: true }));
+  $('page-size').addEventListener('change', () => showPage(selected({ page: 1 }), { push: true }));
 }
 
-/** Goes back to the first page (for the next load). */
-export function resetPaging() {
-  paging.cursor = null;
-  paging.previous = [];
-  paging.next = null;
+/** Shows the page a URL names (#/persons?order=&size=&page=), correcting the URL if needed. */
+export function openPersons(params) {
+  const order = ORDERS.includes(params.get('order')) ? params.get('order') : 'newest';
+  const size = Number(params.get('size'));
+  const limit = SIZES.includes(size) ? size : 10;
+  const page = Math.max(1, Math.floor(Number(params.get('page'))) || 1);
+  return showPage({ order, limit, page }, { push: false });
 }
 
-/** Empties the table, e.g. when the person logs out. */
+/** Reloads the page shown (after an edit or a delete), marking and focusing as asked. */
+export function refreshPersons({ markId = null, focusAfter = null } = {}) {
+  forgetCursorsAfter(shown.page);
+  return showPage(selected({ page: shown.page }), { push: false, markId, focusAfter });
+}
+
+/** Shows the first page newest first, where a person just added is (marked). */
+export function showNewest({ markId = null, focusAfter = null } = {}) {
+  forgetCursorsAfter(1);
+  return showPage({ order: 'newest', limit: shown.limit, page: 1 }, { push: true, markId, focusAfter });
+}
+
+/** Empties the table and forgets the cursors, e.g. when the person logs out. */
 export function clearPersons() {
+  seq += 1;
+  window.clearTimeout(retryTimer);
+  shown.items = [];
   $('persons-body').replaceChildren();
-}
-
-/** Loads the page at the current cursor; `seq` drops answers that a newer request overtook. */
-export async function loadPersons({ focusAfter = null } = {}) {
-  const seq = ++paging.seq;
-  const { limit, cursor } = paging; // the page asked for, also when the call is retried
-  const stopLoading = startLoading();
-  try {
-    const page = await callApi((token) => api.listPersons(token, { limit, cursor }));
-    if (seq !== paging.seq) return;
-    paging.items = Array.isArray(page.items) ? page.items : [];
-    paging.next = page.next_cursor || null;
-    if (!paging.items.length && paging.previous.length) {
-      // The last person of this page went away: step back rather than show an empty page.
-      paging.cursor = paging.previous.pop();
-      stopLoading();
-      await loadPersons({ focusAfter });
-      return;
-    }
-    renderPersons();
-    if (focusAfter) focusElement(focusAfter());
-  } catch (err) {
-    if (seq === paging.seq && !err.handled) announce(`Could not load persons. ${err.message}`, 'error');
-  } finally {
-    if (seq === paging.seq) stopLoading();
-  }
+  hideProblem();
+  try { window.sessionStorage.removeItem(CURSORS_KEY); } catch { /* nothing stored */ }
 }
 
 /** The row's button for this action ("edit", "delete"), if the person is on this page. */
 export function rowButton(id, action) {
-  const row = [...$('persons-body').rows].find((tr) => tr.dataset.id === id);
+  const row = rowOf(id);
   return row ? row.querySelector(`[data-action="${action}"]`) : null;
 }
 
-/* ---------- paging ---------- */
+function rowOf(id) {
+  return [...$('persons-body').rows].find((tr) => tr.dataset.id === id) || null;
+}
+
+/* ---------- cursors ---------- */
+
+// The cursor that starts each page, per order and size: cursors[0] is null (page 1). There is
+// no previous-cursor in the API, so going back (and a reload, from sessionStorage) uses these.
+// A bookmarked page in a fresh tab has none: the pages before it are walked from page 1.
+function readCursors(order, limit) {
+  try {
+    const saved = JSON.parse(window.sessionStorage.getItem(CURSORS_KEY) || 'null');
+    if (saved && saved.order === order && saved.limit === limit && Array.isArray(saved.cursors)) {
+      return saved.cursors;
+    }
+  } catch { /* unreadable: start again */ }
+  return [null];
+}
+
+function saveCursors(order, limit, cursors) {
+  try {
+    window.sessionStorage.setItem(CURSORS_KEY, JSON.stringify({ order, limit, cursors }));
+  } catch { /* memory only: a reload walks from page 1 */ }
+}
+
+// After an add or a delete, pages after this one start elsewhere.
+function forgetCursorsAfter(page) {
+  const cursors = readCursors(shown.order, shown.limit);
+  saveCursors(shown.order, shown.limit, cursors.slice(0, page));
+}
+
+function fetchPage(order, limit, cursor) {
+  return callApi((token) => api.listPersons(token, { limit, cursor, order }));
+}
+
+// Loads page `page`, walking forward from the last page whose cursor is known; the last
+// page that exists when the list is shorter. Returns { page, answer }.
+async function loadPage(order, limit, page) {
+  const cursors = readCursors(order, limit);
+  while (cursors.length < page) {
+    const answer = await fetchPage(order, limit, cursors[cursors.length - 1]);
+    if (!answer.next_cursor) return { page: cursors.length, answer };
+    cursors.push(answer.next_cursor);
+    saveCursors(order, limit, cursors);
+  }
+  const answer = await fetchPage(order, limit, cursors[page - 1]);
+  if (answer.next_cursor) cursors[page] = answer.next_cursor;
+  saveCursors(order, limit, cursors);
+  return { page, answer };
+}
+
+/* ---------- showing a page ---------- */
+
+function selected({ page }) {
+  return { order: $('order').value, limit: Number($('page-size').value), page };
+}
+
+function step(delta) {
+  const pressed = delta > 0 ? $('next-page') : $('prev-page');
+  const other = delta > 0 ? $('prev-page') : $('next-page');
+  showPage(selected({ page: shown.page + delta }), {
+    push: true,
+    // Where the eye should go: the list's start when the heading scrolled away (a phone),
+    // otherwise the pressed button, or its twin when it became disabled (first or last page).
+    focusAfter: () => {
+      if (!inView($('persons-heading'))) return $('persons-heading');
+      return pressed.disabled ? other : pressed;
+    },
+  });
+}
+
+async function showPage(target, { push, markId = null, focusAfter = null }) {
+  const mine = ++seq;
+  window.clearTimeout(retryTimer);
+  const stopLoading = startLoading();
+  let loaded;
+  try {
+    loaded = await loadPage(target.order, target.limit, target.page);
+  } catch (err) {
+    if (mine !== seq || err.handled) return;
+    showProblem(err, () => showPage(target, { push, markId, focusAfter }));
+    return;
+  } finally {
+    if (mine === seq) stopLoading();
+  }
+  // Overtaken by a newer load, or the person went to another page (Back, then Forward) while
+  // this one loaded: its answer must not put the list's address back in the address bar.
+  if (mine !== seq || currentRoute().name !== 'persons') return;
+  const { page, answer } = loaded;
+  if (!answer.items.length && page > 1) {
+    // The last person of this page went away: step back rather than show an empty page.
+    forgetCursorsAfter(page - 1);
+    await showPage({ ...target, page: page - 1 }, { push: false, markId, focusAfter });
+    return;
+  }
+  hideProblem();
+  Object.assign(shown, {
+    order: target.order, limit: target.limit, page, items: answer.items, next: answer.next_cursor || null,
+    total: Number.isInteger(answer.total) ? answer.total : null,
+  });
+  render();
+  go('persons', { order: shown.order, size: String(shown.limit), page: String(page) }, { replace: !push });
+  if (markId) flash(rowOf(markId));
+  if (focusAfter) focusElement(focusAfter());
+}
+
+function inView(el) {
+  const box = el.getBoundingClientRect();
+  return box.top >= 0 && box.bottom <= window.innerHeight;
+}
 
 function startLoading() {
   const region = $('persons');
   region.setAttribute('aria-busy', 'true');
   $('prev-page').disabled = true;
   $('next-page').disabled = true;
+  $('pager-retry').disabled = true;
   // One timer for all loads: a newer load cancels the older one's pending "loading" notice.
   window.clearTimeout(loadingTimer);
   loadingTimer = window.setTimeout(() => {
@@ -88,64 +195,102 @@ function startLoading() {
     region.removeAttribute('aria-busy');
     $('persons-loading').hidden = true;
     $('persons-table-wrap').classList.remove('is-loading');
+    $('pager-retry').disabled = false;
     updatePager();
   };
 }
 
-function updatePager() {
-  $('prev-page').disabled = paging.previous.length === 0;
-  $('next-page').disabled = !paging.next;
-  const page = paging.previous.length + 1;
-  const count = paging.items.length;
-  $('page-info').textContent = count
-    ? `Page ${page} · ${count} ${count === 1 ? 'person' : 'persons'}`
-    : (page > 1 ? `Page ${page}` : '');
+// A failed load: the page shown stays, the message and Retry sit beside the pager, and a
+// short 503 wait is retried without a click.
+function showProblem(err, retry) {
+  const auto = err.status === 503 && err.retryAfter !== null && err.retryAfter <= AUTO_RETRY_MAX_S;
+  const wait = auto ? Math.max(1, err.retryAfter) : 0;
+  $('pager-problem-text').textContent = auto
+    ? `Could not load persons: the service is temporarily unavailable. Trying again in ${wait} seconds…`
+    : `Could not load persons. ${err.message}`;
+  $('pager-retry').onclick = retry;
+  $('pager-problem').hidden = false;
+  // The pressed button was disabled while loading, which dropped the focus: give it to Retry.
+  if (document.activeElement === document.body) {
+    $('pager-retry').disabled = false;
+    focusElement($('pager-retry'));
+  }
+  if (auto) retryTimer = window.setTimeout(retry, wait * 1000);
 }
 
-function changePage(direction) {
-  if (direction === 'next' && paging.next) {
-    paging.previous.push(paging.cursor);
-    paging.cursor = paging.next;
-  } else if (direction === 'previous' && paging.previous.length) {
-    paging.cursor = paging.previous.pop();
-  } else {
-    return;
-  }
-  announce('');
-  const pressed = direction === 'next' ? $('next-page') : $('prev-page');
-  const other = direction === 'next' ? $('prev-page') : $('next-page');
-  // Keep focus on the pressed button unless it became disabled (first or last page).
-  loadPersons({ focusAfter: () => (pressed.disabled ? other : pressed) });
+function hideProblem() {
+  $('pager-problem').hidden = true;
+  $('pager-problem-text').textContent = '';
+}
+
+function updatePager() {
+  $('prev-page').disabled = shown.page <= 1;
+  $('next-page').disabled = !shown.next;
+  $('order').value = shown.order;
+  $('page-size').value = String(shown.limit);
+  $('page-info').textContent = rangeText();
+}
+
+// "11–20 of 30": positions from the page number, as every page before holds `limit` rows.
+function rangeText() {
+  const count = shown.items.length;
+  if (!count) return '';
+  const first = (shown.page - 1) * shown.limit + 1;
+  const range = `${first}–${first + count - 1}`;
+  return shown.total === null ? range : `${range} of ${shown.total}`;
 }
 
 /* ---------- the table ---------- */
 
-function renderPersons() {
-  const { items } = paging;
+function render() {
+  const { items } = shown;
   const admin = isAdmin();
   $('persons-body').replaceChildren(...items.map((person) => personRow(person, admin)));
   const empty = items.length === 0;
   $('persons-table-wrap').hidden = empty;
   $('persons-empty').hidden = !empty;
   $('persons-empty').textContent = admin
-    ? 'No persons yet. Add the first one with the form below.'
+    ? 'No persons yet. Add the first one with “Add person”.'
     : 'No persons yet. An administrator can add some.';
   updatePager();
 }
 
-function cell(text, label, className) {
+function cell(content, label, className) {
   const td = document.createElement('td');
-  td.textContent = text;
+  if (typeof content === 'string') {
+    td.textContent = content;
+  } else {
+    // One wrapper: on a phone the cell is a grid, and each child would take a row of its own.
+    const text = document.createElement('span');
+    text.append(...content);
+    td.append(text);
+  }
   td.dataset.label = label; // shown by CSS as a heading when rows stack on narrow screens
   if (className) td.className = className;
   return td;
+}
+
+const KEEP_WHOLE = 24; // a longer piece may still break inside, rather than stick out
+
+// An address may wrap only after "@" and ".", never inside a word ("example.or / g") nor
+// after a hyphen: each piece is kept whole, with a <wbr> after its "@" or ".".
+function emailParts(email) {
+  const parts = [];
+  for (const piece of email.split(/(?<=[@.])/)) {
+    if (parts.length) parts.push(document.createElement('wbr'));
+    const span = document.createElement('span');
+    span.textContent = piece;
+    if ([...piece].length <= KEEP_WHOLE) span.className = 'keep';
+    parts.push(span);
+  }
+  return parts;
 }
 
 function personRow(person, admin) {
   const tr = document.createElement('tr');
   tr.dataset.id = person.id;
   const name = cell(person.name, 'Name', 'name');
-  const email = cell(person.email, 'Email', 'email');
+  const email = cell(emailParts(person.email), 'Email', 'email');
   const age = cell(person.age === null || person.age === undefined ? '—' : String(person.age), 'Age', 'num');
   tr.append(name, email, age);
   if (admin) tr.append(actionsCell(person));
@@ -215,18 +360,25 @@ function cancelDelete(td) {
 
 async function deletePerson(person, yes) {
   const done = setBusy(yes, 'Deleting…');
+  const index = shown.items.findIndex((p) => p.id === person.id);
   try {
     await callApi((token) => api.deletePerson(token, person.id));
-    announce(`Deleted ${person.name}.`);
+    toast(`Deleted ${person.name}.`);
   } catch (err) {
     if (err.handled) return;
     done();
     if (err.status !== 404) {
-      announce(`Could not delete ${person.name}. ${err.message}`, 'error');
+      toast(`Could not delete ${person.name}. ${err.message}`, 'error');
       return;
     }
-    announce(`${person.name} had already been deleted.`);
+    toast(`${person.name} had already been deleted.`);
   }
-  onDeleted(person);
-  await loadPersons({ focusAfter: () => $('persons-heading') });
+  // The place is kept: focus goes to the row that took the deleted one's place.
+  await refreshPersons({ focusAfter: () => nearbyRowButton(index) });
+}
+
+function nearbyRowButton(index) {
+  const rows = [...$('persons-body').rows];
+  const row = rows[Math.min(index, rows.length - 1)];
+  return (row && row.querySelector('[data-action="edit"]')) || $('add-person');
 }

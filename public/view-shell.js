@@ -1,29 +1,53 @@
-// The page frame: which view shows (starting, logged out, logged in), the header's session
-// bar with its logout button, and entering or leaving the logged-in view.
+// The page frame: which view shows (starting, logged out, the persons page, the account
+// page) for the route in the address bar, the header's session bar with its navigation and
+// logout button, and entering or leaving the logged-in view.
 
+import { currentRoute, go } from './router.js';
 import { currentUser, isAdmin, loadUser, logOut } from './session.js';
 import { $, announce, focusElement, setBusy } from './ui.js';
+import { clearAccount, openAccount } from './view-account.js';
 import { resetPersonForm } from './view-person-form.js';
-import { clearPersons, loadPersons, resetPaging } from './view-persons.js';
+import { clearPersons, openPersons } from './view-persons.js';
+
+const PAGES = { persons: 'persons-page', account: 'account-page' };
 
 /** Wires the logout button. */
 export function wireShell() {
   $('logout-button').addEventListener('click', onLogOut);
 }
 
-/** Loads the account, shows the logged-in view with focus on its heading, and the persons. */
+/** Loads the account, shows the logged-in view on the route asked for, focus on its heading. */
 export async function enterApp() {
   await loadUser();
   showLoggedIn();
-  focusElement($('app-heading'));
-  resetPaging();
-  await loadPersons();
+  const route = currentRoute();
+  if (route.name === 'login') go('persons', {}, { replace: true });
+  await showRoute(currentRoute(), { focus: true });
+}
+
+/** Shows the view of a route (Back, Forward, a typed URL); logged out, the login form. */
+export function showRoute(route, { focus = false } = {}) {
+  if (!currentUser()) {
+    showLoggedOut();
+    return Promise.resolve();
+  }
+  if (route.name === 'login') {
+    go('persons', {}, { replace: true });
+    return showRoute(currentRoute(), { focus });
+  }
+  const name = route.name === 'account' ? 'account' : 'persons';
+  const switched = $(PAGES[name]).hidden;
+  showPage(name);
+  if (switched && !focus) announce(''); // news of the other page is old news here
+  if (focus || switched) focusElement($(`${name}-heading`));
+  return name === 'account' ? openAccount() : openPersons(route.params);
 }
 
 /** Shows the logged-out view, with nothing left of the logged-in one. */
 export function showLoggedOut() {
   resetPersonForm();
   clearPersons();
+  clearAccount();
   showView('auth');
   document.title = 'Log in · tokenauth';
 }
@@ -35,18 +59,29 @@ function showView(name) {
   $('session-bar').hidden = name !== 'app';
 }
 
+function showPage(name) {
+  for (const [page, id] of Object.entries(PAGES)) {
+    $(id).hidden = page !== name;
+    if (page === name) $(`nav-${page}`).setAttribute('aria-current', 'page');
+    else $(`nav-${page}`).removeAttribute('aria-current');
+  }
+  const { username } = currentUser();
+  document.title = `${name === 'account' ? 'Your account' : 'Persons'} · ${username} · tokenauth`;
+}
+
 function showLoggedIn() {
   const { username, roles: listed } = currentUser();
   const roles = Array.isArray(listed) ? listed : [];
   $('session-user').textContent = username;
   $('session-roles').replaceChildren(...roles.map(roleBadge));
-  $('app-heading').textContent = `Welcome, ${username}`;
   $('user-summary').textContent = roles.length
     ? `You are logged in as ${username} with the role${roles.length > 1 ? 's' : ''} ${roles.join(', ')}.`
     : `You are logged in as ${username}, with no special roles.`;
+  $('persons-lead').textContent = isAdmin()
+    ? 'The people in the shared list. As an administrator you can add, edit and delete them.'
+    : 'The people in the shared list. Administrators keep it up to date; you can browse it.';
   document.querySelectorAll('[data-admin-only]').forEach((el) => { el.hidden = !isAdmin(); });
   showView('app');
-  document.title = `${username} · tokenauth`;
 }
 
 function roleBadge(role) {
@@ -61,6 +96,7 @@ async function onLogOut() {
   const unreachable = await logOut();
   done();
   showLoggedOut();
+  go('login');
   announce(unreachable
     ? 'You are logged out in this tab, but the service could not be reached to end the session; it will expire on its own.'
     : 'You are logged out.', unreachable ? 'error' : 'info');

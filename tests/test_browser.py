@@ -17,8 +17,19 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from helpers import ADMIN_PASSWORD, BIN, PASSWORD, ROOT, bearer, service_env
+from helpers import (
+    ADMIN_PASSWORD,
+    BIN,
+    PASSWORD,
+    ROOT,
+    bearer,
+    free_port,
+    service_env,
+    wait_http,
+)
+from processes import start_gunicorn, stop
 
+from embedded import EmbeddedServer
 from keys import CLOCK_SKEW
 
 try:
@@ -37,13 +48,13 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-DESKTOP = {"width": 1280, "height": 900}
-PHONE = {"width": 360, "height": 780}
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 360, "height": 740}
 ADMIN = "ada-admin"
 
 # Chromium logs every 4xx fetch as "Failed to load resource" at level error. These are the
 # answers the client asks for on purpose and turns into messages; anything else fails.
-HANDLED_API_STATUSES = {400, 401, 409, 422, 429}
+HANDLED_API_STATUSES = {400, 401, 409, 422, 429, 503}
 API_PREFIXES = ("/users", "/auth/", "/persons")
 FAILED_LOAD = re.compile(r"Failed to load resource: the server responded with a status of (\d{3})")
 
@@ -62,7 +73,7 @@ PEOPLE = [
     ("Edsger Dijkstra", "edsger@example.org", 72),
     ("Barbara Liskov", "barbara@example.org", None),
     ("Donald Knuth", "don@example.org", 88),
-    ("Margaret Hamilton", "margaret@example.org", 89),
+    ("Margaret Hamilton", "margaret.hamilton@apollo-guidance.computer-history.example.org", 89),
     ("Ken Thompson", "ken@example.org", 83),
     ("Frances Allen", "fran@example.org", 88),
     ("John McCarthy", "john@example.org", 84),
@@ -163,12 +174,12 @@ def open_tab(browser) -> Iterator[Callable[[str, str], Tab]]:
 
 
 @pytest.fixture
-def create_admin(mongo_uri, db_name, tmp_path) -> Callable[[str], None]:
+def create_admin(mongo_uri, db_name, tmp_path) -> Callable[..., None]:
     """Create an admin with the CLI, as an operator would."""
 
-    def create(username: str = ADMIN) -> None:
+    def create(username: str = ADMIN, uri: str = mongo_uri) -> None:
         env = service_env(
-            TOKENAUTH_MONGODB_URI=mongo_uri,
+            TOKENAUTH_MONGODB_URI=uri,
             TOKENAUTH_DB_NAME=db_name,
             TOKENAUTH_DATA_DIR=str(tmp_path / "var"),
         )
@@ -188,13 +199,29 @@ def create_admin(mongo_uri, db_name, tmp_path) -> Callable[[str], None]:
 
 
 # -- helpers ------------------------------------------------------------------------------
-def seed_persons(base_url: str, people=PEOPLE) -> list[str]:
-    """Create persons through the API as the admin; their names in the service's page order."""
-    token = requests.post(
+def admin_token(base_url: str) -> str:
+    """An access token of the admin, from the API."""
+    return requests.post(
         f"{base_url}/auth/token",
         json={"grant_type": "password", "username": ADMIN, "password": ADMIN_PASSWORD},
         timeout=30,
     ).json()["access_token"]
+
+
+def listed_names(base_url: str, order: str = "newest") -> list[str]:
+    """Every person's name in the service's own order."""
+    listed = requests.get(
+        f"{base_url}/persons?limit=200&order={order}",
+        headers=bearer(admin_token(base_url)),
+        timeout=30,
+    )
+    assert listed.status_code == 200, listed.text
+    return [person["name"] for person in listed.json()["items"]]
+
+
+def seed_persons(base_url: str, people=PEOPLE) -> list[str]:
+    """Create persons through the API as the admin; their names newest first."""
+    token = admin_token(base_url)
     for name, email, age in people:
         answer = requests.post(
             f"{base_url}/persons",
@@ -203,9 +230,9 @@ def seed_persons(base_url: str, people=PEOPLE) -> list[str]:
             timeout=30,
         )
         assert answer.status_code == 201, answer.text
-    # Pages are sorted by id, and ids from two workers in one second need not follow creation.
-    listed = requests.get(f"{base_url}/persons?limit=200", headers=bearer(token), timeout=30)
-    return [person["name"] for person in listed.json()["items"]]
+    names = listed_names(base_url)
+    assert names[: len(people)] == [name for name, _, _ in reversed(people)], "newest first"
+    return names
 
 
 def log_in(tab: Tab, username: str, password: str) -> None:
@@ -231,7 +258,7 @@ def expect_names(page: Page, expected: list[str]) -> None:
 
 def expect_logged_in(tab: Tab, username: str) -> None:
     page = tab.page
-    expect(page.locator("#app-heading")).to_have_text(f"Welcome, {username}")
+    expect(page.locator("#app-view")).to_be_visible()
     expect(page.locator("#session-user")).to_have_text(username)
     expect(page.locator("#auth-view")).to_be_hidden()
 
@@ -248,21 +275,54 @@ def assert_fits(page: Page, width: int) -> None:
     assert page.evaluate("document.documentElement.scrollWidth") <= width
 
 
+def hash_of(page: Page) -> str:
+    """The route in the address bar."""
+    return urlsplit(page.url).fragment
+
+
+def email_breaks(page: Page, cell) -> list[str]:
+    """The character before each line break inside the cell, as laid out."""
+    return cell.evaluate(
+        """(el) => {
+          const tops = [];
+          const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+          for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+            for (let i = 0; i < node.length; i += 1) {
+              const range = document.createRange();
+              range.setStart(node, i);
+              range.setEnd(node, i + 1);
+              tops.push([node.data[i], range.getBoundingClientRect().top]);
+            }
+          }
+          const before = [];
+          for (let i = 1; i < tops.length; i += 1) {
+            if (tops[i][1] > tops[i - 1][1] + 2) before.push(tops[i - 1][0]);
+          }
+          return before;
+        }"""
+    )
+
+
 # -- tests --------------------------------------------------------------------------------
 def test_person_registers_pages_persons_and_logs_out(gunicorn_server, create_admin, open_tab):
     base = gunicorn_server()
     create_admin()
     names = seed_persons(base)
-    assert sorted(names) == sorted(NAMES)
     tab = open_tab(base, "user")
     page = tab.page
 
     page.goto("/")
     expect_login_form(tab)
     expect(page.get_by_role("heading", name="Create an account", exact=True)).to_be_visible()
-    # The password rules are on the page before anyone types.
+    # The first page says what the app is and what "persons" are.
+    expect(page.locator("#auth-view .intro")).to_contain_text("shared list of persons")
+    # The rules come from GET /auth/policy, before anyone types.
     expect(page.locator("#register-password-hint")).to_contain_text("15 to 256 characters")
     expect(page.locator("#register-password-hint")).to_contain_text("commonly used password")
+    expect(page.locator("#register-username-hint")).to_have_text(
+        "3 to 64 letters, digits and . _ - @."
+    )
+    expect(page.locator("#register-password-count")).to_have_text("0 of 15 minimum")
     tab.shot("01-logged-out")
     page.set_viewport_size(PHONE)
     assert_fits(page, PHONE["width"])
@@ -280,19 +340,21 @@ def test_person_registers_pages_persons_and_logs_out(gunicorn_server, create_adm
     )
     expect(register.get_by_label("Confirm password")).to_have_attribute("aria-invalid", "true")
     assert tab.focused_id() == "register-confirm"
-    assert not [c for c in tab.calls if c[1] == "/users"], "the mismatch must not reach the service"
 
-    # The service's own field errors appear next to the field they name.
-    register.get_by_label("Password", exact=True).fill("too short")
-    register.get_by_label("Confirm password").fill("too short")
+    # One rule, one number: a 5-character password gets the policy's minimum, in the page.
+    register.get_by_label("Password", exact=True).fill("abcde")
+    expect(page.locator("#register-password-count")).to_have_text("5 of 15 minimum")
+    register.get_by_label("Confirm password").fill("abcde")
     register.get_by_role("button", name="Create account").click()
     expect(page.locator("#register-password-error")).to_have_text(
         "Password must be at least 15 characters."
     )
     expect(page.locator("#register-confirm-error")).to_be_empty()
     assert tab.focused_id() == "register-password"
+    assert not [c for c in tab.calls if c[1] == "/users"], "the page checks the policy first"
     tab.shot("02-error-register")
 
+    # The service's own field errors appear next to the field they name.
     register.get_by_label("Username").fill(ADMIN)
     register.get_by_label("Password", exact=True).fill(PASSWORD)
     register.get_by_label("Confirm password").fill(PASSWORD)
@@ -302,44 +364,72 @@ def test_person_registers_pages_persons_and_logs_out(gunicorn_server, create_adm
     )
     assert tab.focused_id() == "register-username"
 
-    # Registering logs the person in; focus goes to the page heading.
+    # Registering logs the person in; focus goes to the page heading, with no ring on it.
     register.get_by_label("Username").fill("grace")
     register.get_by_role("button", name="Create account").click()
     expect_logged_in(tab, "grace")
     expect(page.locator("#session-roles")).to_have_text("user")
-    expect(page.locator("#user-summary")).to_have_text(
-        "You are logged in as grace with the role user."
-    )
-    assert tab.focused_id() == "app-heading"
+    assert tab.focused_id() == "persons-heading"
+    assert hash_of(page) == "/persons?order=newest&size=10&page=1"
     expect(row_names(page)).to_have_text(names[:10])
+    expect(page.locator("#page-info")).to_have_text("1\u201310 of 12")
     # Not an admin: no editing controls.
-    expect(page.locator("#person-editor")).to_be_hidden()
+    expect(page.locator("#add-person")).to_be_hidden()
     expect(page.get_by_role("button", name=re.compile("^(Edit|Delete) "))).to_have_count(0)
 
-    # Paging: forward to the end and back to the start over the cursor.
+    # Paging: forward to the end and back to the start over the cursors.
     page.get_by_label("Rows per page").select_option("5")
     expect(row_names(page)).to_have_text(names[:5])
-    expect(page.locator("#page-info")).to_have_text("Page 1 · 5 persons")
+    expect(page.locator("#page-info")).to_have_text("1\u20135 of 12")
     expect(page.get_by_role("button", name="Previous")).to_be_disabled()
+    page.get_by_role("button", name="Next").click()
+    expect(row_names(page)).to_have_text(names[5:10])
+    expect(page.locator("#page-info")).to_have_text("6\u201310 of 12")
+    assert hash_of(page) == "/persons?order=newest&size=5&page=2"
+    page.get_by_role("button", name="Next").click()
+    expect(row_names(page)).to_have_text(names[10:])
+    expect(page.locator("#page-info")).to_have_text("11\u201312 of 12")
+    expect(page.get_by_role("button", name="Next")).to_be_disabled()
+    assert tab.focused_id() == "prev-page", "focus leaves the disabled button for its twin"
+
+    # Back and Forward move through the pages; a reload keeps the page.
+    page.go_back()
+    expect(row_names(page)).to_have_text(names[5:10])
+    expect(page.locator("#page-info")).to_have_text("6\u201310 of 12")
+    page.go_back()
+    expect(row_names(page)).to_have_text(names[:5])
+    page.go_forward()
+    expect(row_names(page)).to_have_text(names[5:10])
+    page.reload()
+    expect_logged_in(tab, "grace")
+    expect(row_names(page)).to_have_text(names[5:10])
+    expect(page.locator("#page-info")).to_have_text("6\u201310 of 12")
+    assert tab.focused_id() == "persons-heading"
+    outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    assert outline == "none", "no focus ring flashes over the heading after a reload"
+
+    # A stated order: by name, case-insensitively.
+    page.get_by_label("Order").select_option("name")
+    by_name = sorted(NAMES, key=str.casefold)
+    expect(row_names(page)).to_have_text(by_name[:5])
+    assert hash_of(page) == "/persons?order=name&size=5&page=1"
     tab.shot("03-logged-in-persons")
+
+    # On a phone, Next brings the list's heading into view and the focus to it.
     page.set_viewport_size(PHONE)
     assert_fits(page, PHONE["width"])
     tab.shot("03-logged-in-persons-360")
+    page.get_by_role("button", name="Next").click()
+    expect(row_names(page)).to_have_text(by_name[5:10])
+    assert tab.focused_id() == "persons-heading"
+    expect(page.locator("#persons-heading")).to_be_in_viewport()
+    # A long address breaks only after "@" or ".", never inside a word.
+    long_cell = page.locator("#persons-body td.email", has_text="apollo-guidance")
+    breaks = email_breaks(page, long_cell)
+    assert breaks and set(breaks) <= {"@", "."}, breaks
+    short_cell = page.locator("#persons-body td.email", has_text="fran@example.org")
+    assert email_breaks(page, short_cell) == [], "an address that fits stays on one line"
     page.set_viewport_size(DESKTOP)
-
-    page.get_by_role("button", name="Next").click()
-    expect(row_names(page)).to_have_text(names[5:10])
-    expect(page.locator("#page-info")).to_have_text("Page 2 · 5 persons")
-    page.get_by_role("button", name="Next").click()
-    expect(row_names(page)).to_have_text(names[10:])
-    expect(page.locator("#page-info")).to_have_text("Page 3 · 2 persons")
-    expect(page.get_by_role("button", name="Next")).to_be_disabled()
-    assert tab.focused_id() == "prev-page", "focus leaves the disabled button for its twin"
-    page.get_by_role("button", name="Previous").click()
-    expect(row_names(page)).to_have_text(names[5:10])
-    page.get_by_role("button", name="Previous").click()
-    expect(row_names(page)).to_have_text(names[:5])
-    expect(page.get_by_role("button", name="Previous")).to_be_disabled()
 
     # A slow answer shows a loading state, and the table comes back when the answer does.
     held = []
@@ -350,21 +440,22 @@ def test_person_registers_pages_persons_and_logs_out(gunicorn_server, create_adm
     held[0].continue_()
     page.unroute("**/persons?*")
     expect(page.locator("#persons-loading")).to_be_hidden()
-    expect(row_names(page)).to_have_text(names[:10])
-    expect(page.locator("#page-info")).to_have_text("Page 1 · 10 persons")
+    expect(row_names(page)).to_have_text(by_name[:10])
+    expect(page.locator("#page-info")).to_have_text("1\u201310 of 12")
 
     # A reload forgets the access token; the refresh token in sessionStorage restores the session.
     before = tab.refresh_token()
     assert before
     page.reload()
     expect_logged_in(tab, "grace")
-    expect(row_names(page)).to_have_text(names[:10])
+    expect(row_names(page)).to_have_text(by_name[:10])
     assert tab.refresh_token() not in (None, before), "the refresh token rotates"
 
     # Logging out ends the session on the service and in the tab; a reload stays logged out.
     page.get_by_role("button", name="Log out").click()
     expect_login_form(tab)
     expect(page.locator("#status")).to_have_text("You are logged out.")
+    assert hash_of(page) == "/login"
     assert tab.refresh_token() is None
     assert [c[:3] for c in tab.calls if c[1] in ("/auth/logout", "/auth/revoke")] == [
         ("POST", "/auth/logout", 204),
@@ -381,12 +472,19 @@ def test_person_registers_pages_persons_and_logs_out(gunicorn_server, create_adm
     )
     expect(page.locator("#login-password")).to_have_value("")
     assert tab.focused_id() == "login-password"
-    log_in(tab, "grace", PASSWORD)
-    expect_logged_in(tab, "grace")
-    page.get_by_role("button", name="Log out").click()
-    expect_login_form(tab)
 
-    # Too many failures: the 429 becomes a wait in words, and the button waits too.
+    # A bookmarked page in a fresh tab: log in, and that page shows (walked from page 1).
+    fresh = open_tab(base, "bookmark")
+    fresh.page.goto("/#/persons?order=name&size=5&page=3")
+    expect_login_form(fresh)
+    log_in(fresh, "grace", PASSWORD)
+    expect(row_names(fresh.page)).to_have_text(by_name[10:])
+    expect(fresh.page.locator("#page-info")).to_have_text("11\u201312 of 12")
+    page_loads = [c for c in fresh.calls if c[1] == "/persons"]
+    assert [c[2] for c in page_loads] == [200, 200, 200]
+    fresh.assert_clean()
+
+    # Too many failures: the 429 says until when, and the button counts down.
     for _ in range(5):
         with page.expect_response("**/auth/token") as answer:
             log_in(tab, "mallory", "guessing-yet-another-password")
@@ -395,14 +493,45 @@ def test_person_registers_pages_persons_and_logs_out(gunicorn_server, create_adm
         log_in(tab, "mallory", "guessing-yet-another-password")
     assert answer.value.status == 429
     alert = page.locator("#login-form [data-form-alert]")
-    expect(alert).to_contain_text(re.compile(r"^Too many attempts\. Please wait \d+ minutes"))
-    log_in_button = page.locator("#login-form").get_by_role("button", name="Log in")
+    expect(alert).to_contain_text(
+        re.compile(
+            r"^Too many attempts\. You can try again at \d\d?:\d\d( [AP]M)? \(in \d+ minutes\)\."
+        )
+    )
+    log_in_button = page.locator("#login-form button[type=submit]")
     expect(log_in_button).to_be_disabled()
+    expect(log_in_button).to_have_text(re.compile(r"^Log in \(1?\d:\d\d\)$"))
+    first = log_in_button.text_content()
+    expect(log_in_button).not_to_have_text(first, timeout=3000)
     tab.shot("04-error-throttled")
     # The throttle counts per username: another name may try at once.
     page.locator("#login-username").fill("grace")
     expect(log_in_button).to_be_enabled()
+    expect(log_in_button).to_have_text("Log in")
     tab.assert_clean()
+
+
+def add_person(page: Page, name: str, email: str, age: str = "") -> None:
+    """Open the dialog from the list's header, fill it, and submit."""
+    page.locator("#add-person").click()
+    dialog = page.get_by_role("dialog", name="Add a person")
+    expect(dialog).to_be_visible()
+    dialog.get_by_label("Name").fill(name)
+    dialog.get_by_label("Email").fill(email)
+    dialog.get_by_label("Age").fill(age)
+    dialog.get_by_role("button", name="Add person").click()
+
+
+def expect_toast(page: Page, text: str) -> None:
+    """The outcome is shown in the viewport, wherever the page is scrolled."""
+    toast = page.locator("#toast")
+    expect(toast).to_have_text(text)
+    expect(toast).to_be_in_viewport()
+
+
+def expect_marked(row) -> None:
+    """The row that just changed is marked for a moment."""
+    expect(row).to_have_class(re.compile(r"\bis-changed\b"))
 
 
 def test_admin_adds_edits_and_deletes_a_person(gunicorn_server, create_admin, open_tab):
@@ -416,84 +545,111 @@ def test_admin_adds_edits_and_deletes_a_person(gunicorn_server, create_admin, op
     expect_logged_in(tab, ADMIN)
     expect(page.locator("#session-roles .role")).to_have_text(["user", "admin"])
     expect(page.locator("#persons-empty")).to_have_text(
-        "No persons yet. Add the first one with the form below."
+        "No persons yet. Add the first one with “Add person”."
     )
     expect(page.locator("#persons-table")).to_be_hidden()
     tab.shot("05-admin-empty")
 
-    form = page.locator("#person-form")
+    # "Add person" is in the list's header: the second Tab stop after the page size.
+    page.locator("#page-size").focus()
+    page.keyboard.press("Tab")
+    assert tab.focused_id() == "add-person"
+    page.keyboard.press("Enter")
+    dialog = page.locator("#person-dialog")
+    expect(dialog).to_be_visible()
+    assert tab.focused_id() == "person-name"
     # Checked in the page: a missing name.
-    form.get_by_label("Email").fill("ada@example.org")
-    form.get_by_role("button", name="Add person").click()
+    dialog.get_by_label("Email").fill("ada@example.org")
+    dialog.get_by_role("button", name="Add person").click()
     expect(page.locator("#person-name-error")).to_have_text("Enter a name.")
     assert tab.focused_id() == "person-name"
     # Checked by the service: the browser accepts a dotless domain, the service does not.
-    form.get_by_label("Name").fill("Ada Lovelace")
-    form.get_by_label("Email").fill("ada@localhost")
-    form.get_by_role("button", name="Add person").click()
+    dialog.get_by_label("Name").fill("Ada Lovelace")
+    dialog.get_by_label("Email").fill("ada@localhost")
+    dialog.get_by_role("button", name="Add person").click()
     expect(page.locator("#person-email-error")).to_have_text("Email must be a valid email address.")
-    expect(page.locator("#person-name-error")).to_be_empty()
     assert tab.focused_id() == "person-email"
-
-    form.get_by_label("Email").fill("ada@example.org")
-    form.get_by_label("Age").fill("36")
-    form.get_by_role("button", name="Add person").click()
-    expect(page.locator("#status")).to_have_text("Added Ada Lovelace.")
-    expect_names(page, ["Ada Lovelace"])
-    expect(form.get_by_label("Name")).to_have_value("")
-    assert tab.focused_id() == "person-name", "ready for the next person"
-    for name, email, age in PEOPLE[1:4]:
-        form.get_by_label("Name").fill(name)
-        form.get_by_label("Email").fill(email)
-        form.get_by_label("Age").fill("" if age is None else str(age))
-        form.get_by_role("button", name="Add person").click()
-        expect(page.locator("#status")).to_have_text(f"Added {name}.")
-    expect_names(page, NAMES[:4])
-
-    # Edit: the form fills in, the table shows the change, focus returns to the row.
-    page.get_by_role("button", name="Edit Alan Turing").click()
-    expect(page.locator("#person-form-heading")).to_have_text("Edit Alan Turing")
-    assert tab.focused_id() == "person-name"
-    expect(form.get_by_label("Email")).to_have_value("alan@example.org")
-    form.get_by_label("Name").fill("Alan M. Turing")
-    form.get_by_label("Age").fill("")
-    form.get_by_role("button", name="Save changes").click()
-    expect(page.locator("#status")).to_have_text("Saved changes to Alan M. Turing.")
-    row = page.locator("#persons-body tr", has_text="Alan M. Turing")
-    expect(row.locator("td.num")).to_have_text("—")
-    expect(page.locator("#person-form-heading")).to_have_text("Add a person")
-    assert page.evaluate("document.activeElement.getAttribute('aria-label')") == (
-        "Edit Alan M. Turing"
-    )
-    tab.shot("06-admin-persons")
-
-    # Delete asks inside the page; Escape backs out, the keyboard alone confirms.
-    page.get_by_role("button", name="Delete Grace Hopper").click()
-    confirm = page.get_by_role("group", name="Confirm deleting Grace Hopper")
-    expect(confirm).to_be_visible()
-    expect(confirm).to_contain_text("Delete Grace Hopper? This cannot be undone.")
-    assert page.evaluate("document.activeElement.textContent") == "Cancel"
-    tab.shot("07-admin-confirm-delete")
-    page.set_viewport_size(PHONE)
-    assert_fits(page, PHONE["width"])
-    tab.shot("07-admin-confirm-delete-360")
-    page.set_viewport_size(DESKTOP)
+    # Escape closes the dialog unsaved and gives the focus back.
     page.keyboard.press("Escape")
-    expect(confirm).to_be_hidden()
-    expect_names(page, ["Ada Lovelace", "Alan M. Turing", *NAMES[2:4]])
+    expect(dialog).to_be_hidden()
+    assert tab.focused_id() == "add-person"
+    expect(page.locator("#persons-empty")).to_be_visible()
+
+    add_person(page, "Ada Lovelace", "ada@example.org", "36")
+    expect_toast(page, "Added Ada Lovelace.")
+    expect_names(page, ["Ada Lovelace"])
+    expect_marked(page.locator("#persons-body tr").first)
     assert page.evaluate("document.activeElement.getAttribute('aria-label')") == (
-        "Delete Grace Hopper"
+        "Edit Ada Lovelace"
     )
-    page.keyboard.press("Enter")
-    expect(confirm).to_be_visible()
-    page.keyboard.press("Shift+Tab")
-    assert page.evaluate("document.activeElement.textContent") == "Yes, delete"
-    page.keyboard.press("Enter")
-    expect(page.locator("#status")).to_have_text("Deleted Grace Hopper.")
-    expect_names(page, ["Ada Lovelace", "Alan M. Turing", "Edsger Dijkstra"])
-    assert tab.focused_id() == "persons-heading"
+    seed_persons(base, PEOPLE[1:10])
+    page.get_by_label("Rows per page").select_option("5")
+    newest = [name for name, _, _ in reversed(PEOPLE[:10])]
+    expect(row_names(page)).to_have_text(newest[:5])
+
+    # At both sizes, with the page scrolled down: add, edit and delete, and each outcome is
+    # in view, by the row that changed.
+    for size, (new_name, new_email), edited, deleted in [
+        (DESKTOP, ("Radia Perlman", "radia@example.org"), "Alan Turing", "Barbara Liskov"),
+        (PHONE, ("Tony Hoare", "tony@example.org"), "Grace Hopper", "Edsger Dijkstra"),
+    ]:
+        label = f"{size['width']}"
+        page.set_viewport_size(size)
+        assert_fits(page, size["width"])
+        page.get_by_role("button", name="Next").click()
+        expect(page.locator("#page-info")).to_contain_text("6\u201310 of ")
+
+        # Edit in a dialog over the list: the page does not scroll away from the row.
+        page.get_by_role("button", name=f"Edit {edited}").click()
+        scrolled = page.evaluate("window.scrollY")
+        expect(page.get_by_role("dialog", name=f"Edit {edited}")).to_be_visible()
+        assert page.evaluate("window.scrollY") == scrolled
+        tab.shot(f"06-admin-edit-{label}")
+        dialog.get_by_label("Name").fill(f"{edited} II")
+        dialog.get_by_label("Age").fill("")
+        dialog.get_by_role("button", name="Save changes").click()
+        expect_toast(page, f"Saved changes to {edited} II.")
+        row = page.locator("#persons-body tr", has_text=f"{edited} II")
+        expect(row.locator("td.num")).to_have_text("—")
+        expect_marked(row)
+        expect(row).to_be_in_viewport()
+        assert page.evaluate("document.activeElement.getAttribute('aria-label')") == (
+            f"Edit {edited} II"
+        )
+        tab.shot(f"06-admin-saved-{label}")
+
+        # Delete asks inside the row; Escape backs out, the keyboard alone confirms.
+        page.get_by_role("button", name=f"Delete {deleted}").click()
+        confirm = page.get_by_role("group", name=f"Confirm deleting {deleted}")
+        expect(confirm).to_be_visible()
+        expect(confirm).to_contain_text(f"Delete {deleted}? This cannot be undone.")
+        assert page.evaluate("document.activeElement.textContent") == "Cancel"
+        tab.shot(f"07-admin-confirm-delete-{label}")
+        page.keyboard.press("Escape")
+        expect(confirm).to_be_hidden()
+        assert page.evaluate("document.activeElement.getAttribute('aria-label')") == (
+            f"Delete {deleted}"
+        )
+        page.keyboard.press("Enter")
+        page.keyboard.press("Shift+Tab")
+        assert page.evaluate("document.activeElement.textContent") == "Yes, delete"
+        page.keyboard.press("Enter")
+        expect_toast(page, f"Deleted {deleted}.")
+        expect(page.locator("#persons-body tr", has_text=deleted)).to_have_count(0)
+        focused = page.evaluate("document.activeElement.getAttribute('aria-label')")
+        assert focused and focused.startswith("Edit "), "the focus stays in the list"
+
+        # Add from page 2: the list goes to page 1, newest first, with the new row marked.
+        add_person(page, new_name, new_email)
+        expect_toast(page, f"Added {new_name}.")
+        expect(row_names(page).first).to_have_text(new_name)
+        expect_marked(page.locator("#persons-body tr").first)
+        expect(page.locator("#persons-body tr").first).to_be_in_viewport()
+        assert hash_of(page).endswith("&page=1")
+        tab.shot(f"08-admin-added-{label}")
+    page.set_viewport_size(DESKTOP)
     deletes = [c[:3] for c in tab.calls if c[0] == "DELETE"]
-    assert len(deletes) == 1 and deletes[0][2] == 204
+    assert [d[2] for d in deletes] == [204, 204]
     tab.assert_clean()
 
 
@@ -537,4 +693,195 @@ def test_expired_access_token_is_refreshed_unnoticed(gunicorn_server, create_adm
     assert tab.focused_id() == "login-username"
     assert tab.refresh_token() is None
     tab.shot("08-error-session-ended")
+    tab.assert_clean()
+
+
+@pytest.fixture
+def own_database(tmp_path) -> Iterator[EmbeddedServer]:
+    """A wire server of this test alone, so that stopping it harms no other test."""
+    server = EmbeddedServer(tmp_path / "own")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_service(own_database, db_name, tmp_path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """gunicorn on that server, owned by the test so that it can stop it too."""
+    port = free_port()
+    environ = {
+        "TOKENAUTH_MONGODB_URI": own_database.uri,
+        "TOKENAUTH_DB_NAME": db_name,
+        "TOKENAUTH_DATA_DIR": str(tmp_path / "var"),
+        "TOKENAUTH_BIND": f"127.0.0.1:{port}",
+        "TOKENAUTH_ISSUER": "http://127.0.0.1:8000",
+    }
+    process = start_gunicorn(environ, tmp_path / "gunicorn.log")
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_http(f"{base}/health")
+        yield base, process
+    finally:
+        stop(process)
+
+
+def test_pager_moves_only_to_a_page_that_loaded(own_database, own_service, create_admin, open_tab):
+    base, service = own_service
+    create_admin(uri=own_database.uri)
+    names = seed_persons(base)
+    tab = open_tab(base, "outage")
+    page = tab.page
+    page.goto("/")
+    log_in(tab, ADMIN, ADMIN_PASSWORD)
+    expect(row_names(page)).to_have_text(names[:10])
+    expect(page.locator("#page-info")).to_have_text("1\u201310 of 12")
+
+    # The database stops: Next fails, and nothing pretends it moved.
+    own_database.stop()
+    page.get_by_role("button", name="Next").click()
+    problem = page.locator("#pager-problem")
+    expect(problem).to_be_visible(timeout=20_000)
+    expect(page.locator("#pager-problem-text")).to_have_text(
+        "Could not load persons: the service is temporarily unavailable. Trying again in 5 seconds…"
+    )
+    expect(problem.get_by_role("button", name="Retry")).to_be_focused()
+    expect(row_names(page)).to_have_text(names[:10])
+    expect(page.locator("#page-info")).to_have_text("1\u201310 of 12")
+    assert hash_of(page) == "/persons?order=newest&size=10&page=1"
+    tab.shot("09-pager-outage")
+    page.set_viewport_size(PHONE)
+    assert_fits(page, PHONE["width"])
+    tab.shot("09-pager-outage-360")
+    page.set_viewport_size(DESKTOP)
+
+    # It comes back: Retry (or the automatic retry) shows page 2, labelled page 2.
+    own_database.start()
+    wait_http(f"{base}/health")
+    problem.get_by_role("button", name="Retry").click()
+    expect(row_names(page)).to_have_text(names[10:], timeout=20_000)
+    expect(page.locator("#page-info")).to_have_text("11\u201312 of 12")
+    expect(problem).to_be_hidden()
+    assert hash_of(page) == "/persons?order=newest&size=10&page=2"
+    page.get_by_role("button", name="Previous").click()
+    expect(row_names(page)).to_have_text(names[:10])
+
+    # The service itself is gone: the page does not blame the person's connection.
+    stop(service)
+    page.get_by_role("button", name="Next").click()
+    expect(page.locator("#pager-problem-text")).to_have_text(
+        "Could not load persons. Could not reach the service: it may be down, "
+        "or this device may be offline."
+    )
+    expect(row_names(page)).to_have_text(names[:10])
+    expect(page.locator("#page-info")).to_have_text("1\u201310 of 12")
+    refused = [p for p in tab.problems if "net::ERR_CONNECTION_REFUSED" in p]
+    assert refused, "Chromium logs the refused connection"
+    tab.problems = [p for p in tab.problems if p not in refused]
+    tab.assert_clean()
+
+
+NEW_PASSWORD = "marigold-tuesday-vessel-quartz-88"
+
+
+def test_account_page_changes_the_password_shows_activity_and_deletes(
+    gunicorn_server, create_admin, open_tab
+):
+    # The policy is the service's: with a minimum of 20, the page says 20.
+    base = gunicorn_server({"TOKENAUTH_PASSWORD_MIN_LENGTH": "20"})
+    create_admin()
+    tab = open_tab(base, "account")
+    page = tab.page
+    page.goto("/")
+    expect(page.locator("#register-password-hint")).to_contain_text("20 to 256 characters")
+    register = page.locator("#register-form")
+    register.get_by_label("Password", exact=True).fill("abcde")
+    expect(page.locator("#register-password-count")).to_have_text("5 of 20 minimum")
+    register.get_by_label("Username").fill("carol")
+    register.get_by_label("Password", exact=True).fill(PASSWORD)
+    register.get_by_label("Confirm password").fill(PASSWORD)
+    register.get_by_role("button", name="Create account").click()
+    expect_logged_in(tab, "carol")
+
+    # Someone guesses carol's password from this machine.
+    guess = requests.post(
+        f"{base}/auth/token",
+        json={"grant_type": "password", "username": "carol", "password": "a wrong guess, really"},
+        timeout=30,
+    )
+    assert guess.status_code == 400
+
+    page.get_by_role("link", name="Account").click()
+    expect(page.locator("#account-heading")).to_be_focused()
+    assert hash_of(page) == "/account"
+    expect(page.get_by_role("link", name="Account")).to_have_attribute("aria-current", "page")
+    activity = page.locator("#activity-list .activity-item")
+    expect(activity.first.locator(".activity-what")).to_have_text("Failed sign-in")
+    expect(activity.first.locator(".activity-details")).to_contain_text("from 127.0.0.1")
+    expect(page.locator("#activity-list")).to_contain_text("Signed in")
+    expect(page.locator("#activity-list")).to_contain_text("Account created")
+    tab.shot("10-account")
+    page.set_viewport_size(PHONE)
+    assert_fits(page, PHONE["width"])
+    tab.shot("10-account-360")
+    page.set_viewport_size(DESKTOP)
+
+    # Changing the password: the page checks the policy, the service the current password.
+    form = page.locator("#password-form")
+    form.get_by_label("Current password").fill("not my password at all")
+    form.get_by_label("New password", exact=True).fill("short")
+    expect(page.locator("#new-password-count")).to_have_text("5 of 20 minimum")
+    form.get_by_label("Confirm new password").fill("short")
+    form.get_by_role("button", name="Change password").click()
+    expect(page.locator("#new-password-error")).to_have_text(
+        "New password must be at least 20 characters."
+    )
+    assert tab.focused_id() == "new-password"
+    form.get_by_label("New password", exact=True).fill(NEW_PASSWORD)
+    form.get_by_label("Confirm new password").fill(NEW_PASSWORD)
+    form.get_by_role("button", name="Change password").click()
+    expect(page.locator("#current-password-error")).to_have_text("Current password is incorrect.")
+    assert tab.focused_id() == "current-password"
+    form.get_by_label("Current password").fill(PASSWORD)
+    form.get_by_role("button", name="Change password").click()
+    expect_toast(page, "Password changed. Your other sessions have ended.")
+    expect(activity.first.locator(".activity-what")).to_have_text("Password changed")
+    expect(form.get_by_label("Current password")).to_have_value("")
+
+    # Back and Forward between the two pages.
+    page.go_back()
+    expect(page.locator("#persons-page")).to_be_visible()
+    assert hash_of(page) == "/persons?order=newest&size=10&page=1"
+    # Forward at once, while the list may still be loading: its answer must not take the URL.
+    page.go_forward()
+    expect(page.locator("#account-page")).to_be_visible()
+    expect(page.locator("#persons")).not_to_have_attribute("aria-busy", "true")
+    assert hash_of(page) == "/account"
+
+    # Deleting the account needs the current password, then ends everything.
+    delete = page.locator("#delete-account-form")
+    delete.get_by_label("Current password").fill(PASSWORD)
+    delete.get_by_role("button", name="Delete my account").click()
+    expect(page.locator("#delete-password-error")).to_have_text("Current password is incorrect.")
+    delete.get_by_label("Current password").fill(NEW_PASSWORD)
+    delete.get_by_role("button", name="Delete my account").click()
+    expect_login_form(tab)
+    expect(page.locator("#status")).to_have_text(
+        "The account carol was deleted, with its sessions and its activity."
+    )
+    assert hash_of(page) == "/login"
+    assert tab.refresh_token() is None
+    log_in(tab, "carol", NEW_PASSWORD)
+    expect(page.locator("#login-form [data-form-alert]")).to_have_text(
+        "Wrong username or password."
+    )
+
+    # The last active admin cannot delete itself: the service's reason, in the form.
+    log_in(tab, ADMIN, ADMIN_PASSWORD)
+    expect_logged_in(tab, ADMIN)
+    page.get_by_role("link", name="Account").click()
+    delete.get_by_label("Current password").fill(ADMIN_PASSWORD)
+    delete.get_by_role("button", name="Delete my account").click()
+    expect(delete.locator("[data-form-alert]")).to_contain_text("admin")
+    expect_logged_in(tab, ADMIN)
+    assert [c[2] for c in tab.calls if c[:2] == ("DELETE", "/users/me")] == [422, 204, 409]
     tab.assert_clean()
