@@ -370,6 +370,7 @@ class Sessions:
         revocations: RevocationCache,
         *,
         ttl: int,
+        reuse_interval: int = 0,
         clock: Clock = utcnow,
         new_secret: Callable[[], str] = lambda: secrets.token_urlsafe(32),
         events: EventLog | None = None,
@@ -377,6 +378,7 @@ class Sessions:
         self.store = store
         self.revocations = revocations
         self.ttl = ttl
+        self.reuse_interval = reuse_interval
         self.clock = clock
         self.new_secret = new_secret
         self.events = events or EventLog()
@@ -416,9 +418,13 @@ class Sessions:
             keep=self.RETIRED_KEPT,
             limit=self.REFRESH_LIMIT,
             window=self.REFRESH_WINDOW,
+            grace=self.reuse_interval,
         )
         if outcome == "unknown":
             raise InvalidGrant("The refresh token is invalid")
+        if outcome == "contended":
+            # The token is still in its reuse window; many tabs raced for it: try again.
+            raise InvalidGrant("The refresh token was used concurrently; try again")
         if outcome == "reused":
             # A retired token came back: whoever holds the chain, the session is not safe.
             self.revoke(session["id"])
@@ -435,6 +441,10 @@ class Sessions:
         if outcome == "limited":
             ends = session["refresh_window_start"] + dt.timedelta(seconds=self.REFRESH_WINDOW)
             raise Throttled(max(1, int((ends - self.clock()).total_seconds() + 0.999)))
+        if outcome == "graced":
+            self.events.record(
+                "refresh_reuse_allowed", sid=session["id"], user_id=session["user_id"]
+            )
         user = self.store.find_user(session["user_id"])
         if user is None:
             self.revoke(session["id"])

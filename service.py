@@ -417,7 +417,14 @@ def build_components(
             clock=clock,
         ),
         revocations=revocations,
-        sessions=Sessions(store, revocations, ttl=config.refresh_ttl, clock=clock, events=events),
+        sessions=Sessions(
+            store,
+            revocations,
+            ttl=config.refresh_ttl,
+            reuse_interval=config.refresh_reuse_interval,
+            clock=clock,
+            events=events,
+        ),
         accounts=Accounts(
             store,
             PasswordHasher(),
