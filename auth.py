@@ -26,7 +26,7 @@ from errors import (
     Throttled,
     Unavailable,
 )
-from events import EventLog
+from events import MAX_USER_AGENT, EventLog
 from keys import CLOCK_SKEW, KeyRing
 from passwords import PasswordHasher, PolicyError, check_policy, normalize
 from throttle import LoginThrottle, RegistrationThrottle
@@ -355,6 +355,16 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _seen(address: str | None, user_agent: str | None) -> dict[str, Any]:
+    """Where a session was last used from, as stored on it (what is known)."""
+    seen: dict[str, Any] = {}
+    if address:
+        seen["address"] = address
+    if user_agent:
+        seen["user_agent"] = user_agent[:MAX_USER_AGENT]
+    return seen
+
+
 class Sessions:
     """Refresh sessions: opaque rotating refresh tokens with reuse detection."""
 
@@ -383,7 +393,13 @@ class Sessions:
         self.new_secret = new_secret
         self.events = events or EventLog()
 
-    def open(self, user: dict[str, Any]) -> tuple[str, str, dt.datetime]:
+    def open(
+        self,
+        user: dict[str, Any],
+        *,
+        address: str | None = None,
+        user_agent: str | None = None,
+    ) -> tuple[str, str, dt.datetime]:
         """Start a session for the user: its sid, first refresh token and end."""
         now = self.clock()
         sid = secrets.token_urlsafe(16)
@@ -397,6 +413,7 @@ class Sessions:
             credential_version=version,
             now=now,
             expires_at=expires_at,
+            seen=_seen(address, user_agent),
         )
         # A password change may have landed between the password check and the insert above,
         # after it ended the user's sessions: then this one must not live either. (A change
@@ -411,14 +428,16 @@ class Sessions:
     ) -> tuple[dict[str, Any], dict[str, Any], str]:
         """Retire a refresh token for a new one: the user, the session and the new token."""
         new_token = self.new_secret()
+        now = self.clock()
         outcome, session = self.store.rotate_refresh_token(
             _token_hash(refresh_token),
             _token_hash(new_token),
-            now=self.clock(),
+            now=now,
             keep=self.RETIRED_KEPT,
             limit=self.REFRESH_LIMIT,
             window=self.REFRESH_WINDOW,
             grace=self.reuse_interval,
+            touch={"last_used_at": now, **_seen(address, user_agent)},
         )
         if outcome == "unknown":
             raise InvalidGrant("The refresh token is invalid")
@@ -477,6 +496,18 @@ class Sessions:
         """Revoke the session: its refresh tokens and its access tokens."""
         self.store.revoke_session(sid, now=self.clock())
         self.revocations.revoke_session(sid)
+
+    def live(self, user_id: str) -> list[dict[str, Any]]:
+        """The user's live sessions, most recently used first."""
+        return self.store.list_live_sessions(user_id, now=self.clock())
+
+    def end(self, user_id: str, sid: str) -> bool:
+        """Revoke the user's live session `sid`; False when it is not theirs or already over."""
+        session = self.store.find_session(sid)
+        if session is None or session["user_id"] != user_id or not self._live(session):
+            return False
+        self.revoke(sid)
+        return True
 
     def revoke_others(self, user_id: str, keep_sid: str | None) -> list[str]:
         """Revoke every live session of the user except `keep_sid`; the revoked sids."""

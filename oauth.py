@@ -101,7 +101,9 @@ class Tokens:
         except Throttled as exc:
             self.events.record("login_throttled", address=address, retry_after=exc.retry_after)
             raise
-        sid, refresh_token, session_end = self.sessions.open(user)
+        sid, refresh_token, session_end = self.sessions.open(
+            user, address=address, user_agent=user_agent
+        )
         self.events.record(
             "login_succeeded", user_id=user["id"], sid=sid, address=address, user_agent=user_agent
         )

@@ -40,6 +40,7 @@ from web import (
     SecurityHeaders,
     page_params,
     public_person,
+    public_session,
     public_user,
     read_body,
     read_body_problems,
@@ -132,6 +133,46 @@ class MyEvents:
             "items": [{**item, "time": rfc3339(item["time"])} for item in items],
             "next_cursor": next_cursor,
         }
+
+
+class MySessions:
+    """GET /users/me/sessions lists the caller's sessions; DELETE ends them (one, or the others)."""
+
+    def __init__(self, sessions: Sessions, events: EventLog) -> None:
+        self.sessions = sessions
+        self.events = events
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """The caller's live sessions, most recently used first, theirs marked `current`."""
+        claims = req.context.claims
+        sessions = self.sessions.live(claims["sub"])
+        resp.set_header("Cache-Control", "no-store")
+        resp.media = {"items": [public_session(s, current_sid=claims["sid"]) for s in sessions]}
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """End every session of the caller but the one making this call."""
+        claims = req.context.claims
+        for sid in self.sessions.revoke_others(claims["sub"], keep_sid=claims["sid"]):
+            self._ended(req, sid)
+        resp.status = falcon.HTTP_204
+
+    def on_delete_item(self, req: falcon.Request, resp: falcon.Response, sid: str) -> None:
+        """End one session of the caller (their own current one included)."""
+        if not self.sessions.end(req.context.claims["sub"], sid):
+            raise falcon.HTTPNotFound(description="You have no live session with this id")
+        self._ended(req, sid)
+        resp.status = falcon.HTTP_204
+
+    def _ended(self, req: falcon.Request, sid: str) -> None:
+        claims = req.context.claims
+        self.events.record(
+            "session_ended",
+            user_id=claims["sub"],
+            sid=sid,
+            by_sid=claims["sid"],
+            address=req.context.address,
+            user_agent=req.user_agent,
+        )
 
 
 class Policy:
@@ -501,6 +542,9 @@ def create_app(
     app.add_route("/users", Users(c.accounts, c.store, c.events))
     app.add_route("/users/me", Me(c.store, c.accounts, c.sessions, c.events))
     app.add_route("/users/me/events", MyEvents(c.events))
+    my_sessions = MySessions(c.sessions, c.events)
+    app.add_route("/users/me/sessions", my_sessions)
+    app.add_route("/users/me/sessions/{sid}", my_sessions, suffix="item")
     app.add_route("/users/me/password", Password(c.accounts, c.sessions, c.events))
     app.add_route("/auth/policy", Policy(config.password_min_length))
     app.add_route("/auth/token", Tokens(c.accounts, c.sessions, c.tokens, c.events))

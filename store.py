@@ -386,13 +386,16 @@ class Store:
         credential_version: int,
         now: dt.datetime,
         expires_at: dt.datetime,
+        seen: dict[str, Any] | None = None,
     ) -> None:
-        """Open a refresh session with its first refresh token."""
+        """Open a refresh session with its first refresh token (and where it was seen from)."""
         self.sessions.insert_one(
             {
                 "_id": sid,
                 "user_id": user_id,
                 "created_at": now,
+                "last_used_at": now,
+                **(seen or {}),
                 "expires_at": expires_at,
                 "credential_version": credential_version,
                 "current": token_hash,
@@ -558,6 +561,17 @@ class Store:
             {"_id": sid, "revoked_at": {"$exists": False}}, {"$set": {"revoked_at": now}}
         )
         return result.modified_count == 1
+
+    @_translated
+    def list_live_sessions(self, user_id: str, *, now: dt.datetime) -> list[dict[str, Any]]:
+        """A user's live sessions, most recently used first (no token hashes)."""
+        cursor = self.sessions.find(
+            {"user_id": user_id, "revoked_at": {"$exists": False}, "expires_at": {"$gt": now}},
+            {"created_at": 1, "last_used_at": 1, "address": 1, "user_agent": 1, "user_id": 1},
+        )
+        docs = [_public(doc) for doc in cursor]
+        docs.sort(key=lambda d: (d.get("last_used_at") or d["created_at"], d["id"]), reverse=True)
+        return docs
 
     @_translated
     def live_sessions_of(self, user_id: str, *, now: dt.datetime) -> list[str]:

@@ -25,6 +25,7 @@ from errors import (
     Throttled,
     Unavailable,
 )
+from events import describe_device
 
 log = logging.getLogger("tokenauth")
 
@@ -350,6 +351,20 @@ def public_user(user: dict[str, Any]) -> dict[str, Any]:
         "roles": user["roles"],
         "created_at": rfc3339(user["created_at"]),
     }
+
+
+def public_session(session: dict[str, Any], *, current_sid: str | None = None) -> dict[str, Any]:
+    """A session as its owner (with `current`) or an admin (without) sees it."""
+    shown = {
+        "id": session["id"],
+        "created_at": rfc3339(session["created_at"]),
+        "last_used_at": rfc3339(session.get("last_used_at") or session["created_at"]),
+        "address": session.get("address"),
+        "device": describe_device(session.get("user_agent")),
+    }
+    if current_sid is not None:
+        shown["current"] = session["id"] == current_sid
+    return shown
 
 
 def public_person(person: dict[str, Any]) -> dict[str, Any]:
