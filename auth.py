@@ -472,6 +472,10 @@ class Sessions:
             # Opened under a password that has since changed (a login in flight during it).
             self.revoke(session["id"])
             raise InvalidGrant("The password changed since this session began; sign in again")
+        if user.get("disabled"):
+            # Disabling ends every session; this covers a login that was in flight then.
+            self.revoke(session["id"])
+            raise InvalidGrant("The refresh token is expired or revoked")
         return user, session, new_token
 
     def introspect(self, refresh_token: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
@@ -482,6 +486,8 @@ class Sessions:
             return None
         user = self.store.find_user(session["user_id"])
         if user is None or user.get("credential_version", 0) > session.get("credential_version", 0):
+            return None
+        if user.get("disabled"):
             return None
         return user, session
 
@@ -522,6 +528,14 @@ class Sessions:
 
 
 # -- accounts ---------------------------------------------------------------------------
+# The roles an admin may give; the order they are stored and shown in.
+ROLES = ("user", "admin")
+
+
+def _active_admin(user: dict[str, Any]) -> bool:
+    return "admin" in user["roles"] and not user.get("disabled")
+
+
 class Accounts:
     """Registration, authentication and password change."""
 
@@ -622,6 +636,14 @@ class Accounts:
                 user_agent=user_agent,
             )
             raise InvalidGrant("The username or password is incorrect")
+        if user.get("disabled"):
+            # The answer of a wrong password, counted as one: nothing tells a disabled
+            # account from a wrong guess, not even when throttling starts.
+            self.throttle.failed(key, address)
+            self.events.record(
+                "login_disabled", address=address, user_id=user["id"], user_agent=user_agent
+            )
+            raise InvalidGrant("The username or password is incorrect")
         self.throttle.succeeded(key, address)
         if self.hasher.needs_rehash(user["password_hash"]):
             # Conditional on the hash just checked: a change that landed meanwhile stays.
@@ -663,8 +685,42 @@ class Accounts:
         problems = self._current_password_problems(user, current, address=address)
         if problems:
             raise InvalidInput(problems)
-        if "admin" in user["roles"] and self.store.count_admins() <= 1:
+        if _active_admin(user) and self.store.count_admins() <= 1:
             raise LastAdmin()
+
+    def administer(
+        self, user_id: str, *, disabled: bool | None = None, roles: list[str] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """Disable, enable or set the roles of a user: (before, after), or None when none.
+
+        LastAdmin when no active admin would be left.
+        """
+        changes: dict[str, Any] = {}
+        if disabled is not None:
+            changes["disabled"] = disabled
+        if roles is not None:
+            changes["roles"] = sorted(set(roles), key=ROLES.index)
+        before = self.store.find_user(user_id)
+        if before is None:
+            return None
+        after = {**before, **changes}
+        if not changes:
+            return before, after
+        if _active_admin(before) and not _active_admin(after) and self.store.count_admins() <= 1:
+            raise LastAdmin()
+        before = self.store.update_account(user_id, changes)
+        if before is None:
+            return None
+        after = {**before, **changes}
+        # Two admins demoting each other at once both passed the count above: the second
+        # write to find none left puts its change back.
+        demoted = _active_admin(before) and not _active_admin(after)
+        if demoted and self.store.count_admins() == 0:
+            self.store.update_account(
+                user_id, {k: before.get(k, False if k == "disabled" else None) for k in changes}
+            )
+            raise LastAdmin()
+        return before, after
 
     def delete(self, user: dict[str, Any]) -> None:
         """Remove the user and the events kept for them."""

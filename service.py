@@ -79,7 +79,98 @@ class Users:
         """A page of users, sorted by id."""
         limit, cursor = page_params(req)
         users, next_cursor = self.store.page_users(limit=limit, after=cursor)
-        resp.media = {"items": [public_user(u) for u in users], "next_cursor": next_cursor}
+        resp.media = {
+            "items": [public_user(u, admin_view=True) for u in users],
+            "next_cursor": next_cursor,
+        }
+
+
+class AdminUser:
+    """GET /users/{id} and PATCH /users/{id} (disable, enable, roles): admins only."""
+
+    def __init__(
+        self, store: store_module.Store, accounts: Accounts, sessions: Sessions, events: EventLog
+    ) -> None:
+        self.store = store
+        self.accounts = accounts
+        self.sessions = sessions
+        self.events = events
+
+    @falcon.before(require_admin)
+    def on_get(self, req: falcon.Request, resp: falcon.Response, user_id: str) -> None:
+        """One user, with `disabled`."""
+        user = self.store.find_user(user_id)
+        if user is None:
+            raise falcon.HTTPNotFound(description="No user has this id")
+        resp.media = public_user(user, admin_view=True)
+
+    @falcon.before(require_admin)
+    def on_patch(self, req: falcon.Request, resp: falcon.Response, user_id: str) -> None:
+        """Disable or enable a user, or set their roles; disabling or demoting ends sessions."""
+        body = read_body(req, "UserPatch")
+        changed = self.accounts.administer(
+            user_id, disabled=body.get("disabled"), roles=body.get("roles")
+        )
+        if changed is None:
+            raise falcon.HTTPNotFound(description="No user has this id")
+        before, after = changed
+        admin = {"by": req.context.claims["sub"], "address": req.context.address}
+        ended: list[str] = []
+        if after.get("disabled") and not before.get("disabled"):
+            ended = self.sessions.revoke_others(user_id, keep_sid=None)
+            self.events.record(
+                "user_disabled", user_id=user_id, sessions_revoked=len(ended), **admin
+            )
+        elif before.get("disabled") and not after.get("disabled"):
+            self.events.record("user_enabled", user_id=user_id, **admin)
+        if set(before["roles"]) != set(after["roles"]):
+            if set(before["roles"]) - set(after["roles"]):
+                # Tokens carry roles: a role taken away must not live on in them.
+                ended += self.sessions.revoke_others(user_id, keep_sid=None)
+            self.events.record(
+                "roles_changed",
+                user_id=user_id,
+                roles=after["roles"],
+                sessions_revoked=len(ended),
+                **admin,
+            )
+        resp.media = public_user(after, admin_view=True)
+
+
+class AdminUserSessions:
+    """GET /users/{id}/sessions lists a user's live sessions; DELETE ends them: admins only."""
+
+    def __init__(self, store: store_module.Store, sessions: Sessions, events: EventLog) -> None:
+        self.store = store
+        self.sessions = sessions
+        self.events = events
+
+    @falcon.before(require_admin)
+    def on_get(self, req: falcon.Request, resp: falcon.Response, user_id: str) -> None:
+        """The user's live sessions, most recently used first."""
+        self._user(user_id)
+        resp.set_header("Cache-Control", "no-store")
+        resp.media = {"items": [public_session(s) for s in self.sessions.live(user_id)]}
+
+    @falcon.before(require_admin)
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, user_id: str) -> None:
+        """End every session of the user."""
+        self._user(user_id)
+        for sid in self.sessions.revoke_others(user_id, keep_sid=None):
+            self.events.record(
+                "session_ended",
+                user_id=user_id,
+                sid=sid,
+                by=req.context.claims["sub"],
+                address=req.context.address,
+            )
+        resp.status = falcon.HTTP_204
+
+    def _user(self, user_id: str) -> dict[str, Any]:
+        user = self.store.find_user(user_id)
+        if user is None:
+            raise falcon.HTTPNotFound(description="No user has this id")
+        return user
 
 
 class Me:
@@ -541,6 +632,8 @@ def create_app(
     persons = Persons(c.store, c.clock)
     app.add_route("/users", Users(c.accounts, c.store, c.events))
     app.add_route("/users/me", Me(c.store, c.accounts, c.sessions, c.events))
+    app.add_route("/users/{user_id}", AdminUser(c.store, c.accounts, c.sessions, c.events))
+    app.add_route("/users/{user_id}/sessions", AdminUserSessions(c.store, c.sessions, c.events))
     app.add_route("/users/me/events", MyEvents(c.events))
     my_sessions = MySessions(c.sessions, c.events)
     app.add_route("/users/me/sessions", my_sessions)

@@ -261,8 +261,19 @@ class Store:
 
     @_translated
     def count_admins(self) -> int:
-        """How many users hold the admin role."""
-        return self.users.count_documents({"roles": "admin"})
+        """How many users hold the admin role and are not disabled."""
+        return self.users.count_documents({"roles": "admin", "disabled": {"$ne": True}})
+
+    @_translated
+    def update_account(self, user_id: str, changes: dict[str, Any]) -> dict[str, Any] | None:
+        """Set `disabled` and/or `roles`; the user before the change, or None when none."""
+        oid = object_id(user_id)
+        if oid is None:
+            return None
+        doc = self.users.find_one_and_update(
+            {"_id": oid}, {"$set": changes}, return_document=ReturnDocument.BEFORE
+        )
+        return _public(doc)
 
     @_translated
     def delete_user(self, user_id: str) -> bool:

@@ -343,14 +343,17 @@ def rfc3339(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def public_user(user: dict[str, Any]) -> dict[str, Any]:
-    """A user as the API shows it: never the hash."""
-    return {
+def public_user(user: dict[str, Any], *, admin_view: bool = False) -> dict[str, Any]:
+    """A user as the API shows it (to an admin, with `disabled`): never the hash."""
+    shown = {
         "id": user["id"],
         "username": user["username"],
         "roles": user["roles"],
         "created_at": rfc3339(user["created_at"]),
     }
+    if admin_view:
+        shown["disabled"] = bool(user.get("disabled"))
+    return shown
 
 
 def public_session(session: dict[str, Any], *, current_sid: str | None = None) -> dict[str, Any]:

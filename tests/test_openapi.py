@@ -117,6 +117,10 @@ def test_every_route_of_the_table_in_api_md_is_documented():
         ("GET", "/auth/policy"),
         ("PUT", "/users/me/password"),
         ("GET", "/users"),
+        ("GET", "/users/{user_id}"),
+        ("PATCH", "/users/{user_id}"),
+        ("GET", "/users/{user_id}/sessions"),
+        ("DELETE", "/users/{user_id}/sessions"),
         ("POST", "/auth/token"),
         ("POST", "/auth/revoke"),
         ("GET", "/auth/verify"),
@@ -190,7 +194,7 @@ def test_documented_request_media_types_are_the_accepted_ones(app, admin_token):
         content = operation.get("requestBody", {}).get("content")
         if not content:
             continue
-        url = path.replace("{person_id}", person["id"])
+        url = fill(app, headers, path, person["id"])
         for media_type, body in ((JSON_TYPE, b"{}"), (FORM_TYPE, b"")):
             answer = app.request(
                 url,
@@ -203,6 +207,16 @@ def test_documented_request_media_types_are_the_accepted_ones(app, admin_token):
                 assert answer.status_int in (400, 422), f"{method} {path} {media_type}"
             else:
                 assert answer.status_int == 415, f"{method} {path} {media_type}"
+
+
+def fill(app, headers: dict, path: str, person_id: str) -> str:
+    """A URL for a documented path: the person given, the caller as the user."""
+    me = app.get("/users/me", headers=headers).json["id"]
+    return (
+        path.replace("{person_id}", person_id)
+        .replace("{user_id}", me)
+        .replace("{sid}", "no-such-session")
+    )
 
 
 # -- the schemas against the service's validation ------------------------------------------
@@ -260,6 +274,16 @@ SCHEMA_EXAMPLES = [
         422,
         "new_password",
     ),
+    (
+        "PATCH",
+        "/users/{user_id}",
+        "UserPatch",
+        {"disabled": False, "roles": ["admin", "user"]},
+        200,
+        {"roles": ["root"]},
+        422,
+        "roles.0",
+    ),
     # The only admin may not delete itself: the valid body gets the last-admin 409.
     (
         "DELETE",
@@ -298,7 +322,7 @@ def test_the_service_validates_bodies_by_the_documented_schema(
     person = app.post_json(
         "/persons", {"name": "Ada", "email": "ada@example.org"}, headers=headers
     ).json
-    url = path.replace("{person_id}", person["id"])
+    url = fill(app, headers, path, person["id"])
     assert_matches(valid, schema_named(schema))
     with pytest.raises(jsonschema.ValidationError):
         assert_matches(invalid, schema_named(schema))
