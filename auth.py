@@ -680,6 +680,24 @@ class Accounts:
             raise InvalidInput([("current_password", "is incorrect")])
         return version
 
+    def find_by_name(self, username: str) -> dict[str, Any] | None:
+        """The user with this name (any case, any compatible form), or None."""
+        try:
+            _, key = normalize_username(username)
+        except InvalidInput:
+            return None
+        return self.store.find_user_by_name(key)
+
+    def reset_password(self, user: dict[str, Any], new: str) -> int:
+        """An admin's reset: the policy checked, the credential version bumped; the new one."""
+        problems = self.password_problems(new, username=user["username"])
+        if problems:
+            raise InvalidInput(problems)
+        version = self.store.change_password_hash(user["id"], self.hasher.hash(normalize(new)))
+        if version is None:
+            raise InvalidInput([("username", "no longer exists")])
+        return version
+
     def check_deletion(self, user: dict[str, Any], current: str, *, address: str) -> None:
         """InvalidInput for a wrong current password; LastAdmin when no admin would be left."""
         problems = self._current_password_problems(user, current, address=address)
