@@ -22,6 +22,7 @@ from errors import (
     InvalidInput,
     InvalidToken,
     LastAdmin,
+    RefreshContended,
     RevocationsStale,
     Throttled,
     Unavailable,
@@ -443,7 +444,7 @@ class Sessions:
             raise InvalidGrant("The refresh token is invalid")
         if outcome == "contended":
             # The token is still in its reuse window; many tabs raced for it: try again.
-            raise InvalidGrant("The refresh token was used concurrently; try again")
+            raise RefreshContended("The refresh token was used concurrently; try again")
         if outcome == "reused":
             # A retired token came back: whoever holds the chain, the session is not safe.
             self.revoke(session["id"])

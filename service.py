@@ -27,7 +27,7 @@ from config import Config
 from errors import ConfigError, InvalidInput, Unavailable
 from events import EventLog
 from keys import KeyRing
-from oauth import Introspection, Jwks, Metadata, Revocation, Tokens
+from oauth import CookieRefresh, CookieSession, Introspection, Jwks, Metadata, Revocation, Tokens
 from passwords import MAX_LENGTH, PasswordHasher
 from throttle import LoginThrottle, RegistrationThrottle
 from web import (
@@ -37,6 +37,7 @@ from web import (
     RETRY_AFTER_UNAVAILABLE,
     BodyLimit,
     RequestFacts,
+    SameOriginOnly,
     SecurityHeaders,
     page_params,
     public_person,
@@ -49,6 +50,8 @@ from web import (
 )
 
 PUBLIC_DIR = Path(__file__).with_name("public")
+# The first-party client's cookie routes: every method of them is same-origin only.
+COOKIE_ROUTES = ("/auth/session", "/auth/session/refresh")
 
 
 # -- resources --------------------------------------------------------------------------
@@ -620,6 +623,7 @@ def create_app(
                 expose_headers=["Location", "Retry-After", "WWW-Authenticate"],
             )
         )
+    middleware.append(SameOriginOnly(COOKIE_ROUTES, config.issuer))
     middleware.append(BearerAuth(c.tokens, c.revocations))
     app = Service(middleware=middleware)
     app.components = c
@@ -641,6 +645,10 @@ def create_app(
     app.add_route("/users/me/password", Password(c.accounts, c.sessions, c.events))
     app.add_route("/auth/policy", Policy(config.password_min_length))
     app.add_route("/auth/token", Tokens(c.accounts, c.sessions, c.tokens, c.events))
+    app.add_route("/auth/session", CookieSession(c.accounts, c.sessions, c.tokens, c.events))
+    app.add_route(
+        "/auth/session/refresh", CookieRefresh(c.accounts, c.sessions, c.tokens, c.events)
+    )
     app.add_route("/auth/revoke", Revocation(c.sessions, c.tokens, c.revocations, c.events))
     app.add_route("/auth/verify", Verify())
     app.add_route("/auth/logout", Logout(c.sessions, c.events))

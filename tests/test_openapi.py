@@ -122,6 +122,9 @@ def test_every_route_of_the_table_in_api_md_is_documented():
         ("GET", "/users/{user_id}/sessions"),
         ("DELETE", "/users/{user_id}/sessions"),
         ("POST", "/auth/token"),
+        ("POST", "/auth/session"),
+        ("DELETE", "/auth/session"),
+        ("POST", "/auth/session/refresh"),
         ("POST", "/auth/revoke"),
         ("GET", "/auth/verify"),
         ("POST", "/auth/logout"),
@@ -186,7 +189,7 @@ def test_the_documented_security_is_what_the_service_demands(app):
 
 def test_documented_request_media_types_are_the_accepted_ones(app, admin_token):
     """A body in a documented media type is read (never 415); any other media type is 415."""
-    headers = bearer(admin_token)
+    headers = {**bearer(admin_token), **SAME_ORIGIN}
     person = app.post_json(
         "/persons", {"name": "Ada", "email": "ada@example.org"}, headers=headers
     ).json
@@ -207,6 +210,10 @@ def test_documented_request_media_types_are_the_accepted_ones(app, admin_token):
                 assert answer.status_int in (400, 422), f"{method} {path} {media_type}"
             else:
                 assert answer.status_int == 415, f"{method} {path} {media_type}"
+
+
+# What the browser client's own page sends; the cookie routes refuse requests without it.
+SAME_ORIGIN = {"X-Requested-With": "fetch", "Sec-Fetch-Site": "same-origin"}
 
 
 def fill(app, headers: dict, path: str, person_id: str) -> str:
@@ -259,6 +266,16 @@ SCHEMA_EXAMPLES = [
         {"grant_type": "password", "username": "root-admin", "password": ADMIN_PASSWORD},
         200,
         {"grant_type": "password", "username": ["root-admin"], "password": ADMIN_PASSWORD},
+        400,
+        "username",
+    ),
+    (
+        "POST",
+        "/auth/session",
+        "CookieLogin",
+        {"username": "root-admin", "password": ADMIN_PASSWORD},
+        200,
+        {"username": ["root-admin"], "password": ADMIN_PASSWORD},
         400,
         "username",
     ),
@@ -318,7 +335,7 @@ def test_every_request_schema_has_examples_here():
 def test_the_service_validates_bodies_by_the_documented_schema(
     app, admin_token, method, path, schema, valid, valid_status, invalid, invalid_status, field
 ):
-    headers = bearer(admin_token)
+    headers = {**bearer(admin_token), **SAME_ORIGIN}
     person = app.post_json(
         "/persons", {"name": "Ada", "email": "ada@example.org"}, headers=headers
     ).json
