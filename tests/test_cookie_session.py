@@ -201,3 +201,53 @@ def test_the_cookie_routes_refuse_cross_site_requests_and_change_nothing(timed, 
 def test_without_fetch_metadata_the_services_own_origin_is_accepted(timed):
     own = {"X-Requested-With": "fetch", "Origin": "http://127.0.0.1:8000"}
     assert_cookie_answer(cookie_login(timed, headers=own), "/auth/session")
+
+
+def test_tabs_refreshing_one_cookie_at_once_stay_signed_in(gunicorn_server, db):
+    """8 concurrent refreshes with one cookie on real gunicorn (2 workers x 8 threads)."""
+    import requests
+    from test_refresh import run_at_once
+
+    base = gunicorn_server()
+    assert requests.post(
+        f"{base}/users", json={"username": "alice", "password": PASSWORD}, timeout=10
+    ).ok
+    origin = {**SAME_ORIGIN, "Origin": "http://127.0.0.1:8000"}
+    login = requests.post(
+        f"{base}/auth/session",
+        json={"username": "alice", "password": PASSWORD},
+        headers=origin,
+        timeout=10,
+    )
+    assert login.status_code == 200, login.text
+    token = COOKIE.match(login.headers["Set-Cookie"]).group(1)
+
+    def tab() -> tuple[int, str | None]:
+        answer = requests.post(
+            f"{base}/auth/session/refresh", headers=with_cookie(token, origin), timeout=10
+        )
+        if answer.status_code == 429:
+            assert answer.headers["Retry-After"] == "1"
+            assert "Set-Cookie" not in answer.headers
+            return 429, None
+        assert answer.status_code == 200, answer.text
+        me = requests.get(
+            f"{base}/users/me", headers=bearer(answer.json()["access_token"]), timeout=10
+        )
+        assert me.status_code == 200
+        return 200, COOKIE.match(answer.headers["Set-Cookie"]).group(1)
+
+    outcomes = run_at_once(8, tab)
+    cookies = [cookie for status, cookie in outcomes if status == 200]
+    print(f"{len(cookies)} of 8 concurrent refreshes got a cookie, the others 429")
+    assert cookies
+    (session,) = db.sessions.find()
+    assert "revoked_at" not in session
+    # The session's current token is one of the cookies given out, and it refreshes.
+    (current,) = [
+        c for c in cookies if hashlib.sha256(c.encode()).hexdigest() == session["current"]
+    ]
+    again = requests.post(
+        f"{base}/auth/session/refresh", headers=with_cookie(current, origin), timeout=10
+    )
+    assert again.status_code == 200, again.text
