@@ -22,11 +22,12 @@ from errors import (
     InvalidInput,
     InvalidToken,
     LastAdmin,
+    RefreshContended,
     RevocationsStale,
     Throttled,
     Unavailable,
 )
-from events import EventLog
+from events import MAX_USER_AGENT, EventLog
 from keys import CLOCK_SKEW, KeyRing
 from passwords import PasswordHasher, PolicyError, check_policy, normalize
 from throttle import LoginThrottle, RegistrationThrottle
@@ -355,6 +356,16 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def _seen(address: str | None, user_agent: str | None) -> dict[str, Any]:
+    """Where a session was last used from, as stored on it (what is known)."""
+    seen: dict[str, Any] = {}
+    if address:
+        seen["address"] = address
+    if user_agent:
+        seen["user_agent"] = user_agent[:MAX_USER_AGENT]
+    return seen
+
+
 class Sessions:
     """Refresh sessions: opaque rotating refresh tokens with reuse detection."""
 
@@ -370,6 +381,7 @@ class Sessions:
         revocations: RevocationCache,
         *,
         ttl: int,
+        reuse_interval: int = 0,
         clock: Clock = utcnow,
         new_secret: Callable[[], str] = lambda: secrets.token_urlsafe(32),
         events: EventLog | None = None,
@@ -377,11 +389,18 @@ class Sessions:
         self.store = store
         self.revocations = revocations
         self.ttl = ttl
+        self.reuse_interval = reuse_interval
         self.clock = clock
         self.new_secret = new_secret
         self.events = events or EventLog()
 
-    def open(self, user: dict[str, Any]) -> tuple[str, str, dt.datetime]:
+    def open(
+        self,
+        user: dict[str, Any],
+        *,
+        address: str | None = None,
+        user_agent: str | None = None,
+    ) -> tuple[str, str, dt.datetime]:
         """Start a session for the user: its sid, first refresh token and end."""
         now = self.clock()
         sid = secrets.token_urlsafe(16)
@@ -395,6 +414,7 @@ class Sessions:
             credential_version=version,
             now=now,
             expires_at=expires_at,
+            seen=_seen(address, user_agent),
         )
         # A password change may have landed between the password check and the insert above,
         # after it ended the user's sessions: then this one must not live either. (A change
@@ -409,16 +429,22 @@ class Sessions:
     ) -> tuple[dict[str, Any], dict[str, Any], str]:
         """Retire a refresh token for a new one: the user, the session and the new token."""
         new_token = self.new_secret()
+        now = self.clock()
         outcome, session = self.store.rotate_refresh_token(
             _token_hash(refresh_token),
             _token_hash(new_token),
-            now=self.clock(),
+            now=now,
             keep=self.RETIRED_KEPT,
             limit=self.REFRESH_LIMIT,
             window=self.REFRESH_WINDOW,
+            grace=self.reuse_interval,
+            touch={"last_used_at": now, **_seen(address, user_agent)},
         )
         if outcome == "unknown":
             raise InvalidGrant("The refresh token is invalid")
+        if outcome == "contended":
+            # The token is still in its reuse window; many tabs raced for it: try again.
+            raise RefreshContended("The refresh token was used concurrently; try again")
         if outcome == "reused":
             # A retired token came back: whoever holds the chain, the session is not safe.
             self.revoke(session["id"])
@@ -435,6 +461,10 @@ class Sessions:
         if outcome == "limited":
             ends = session["refresh_window_start"] + dt.timedelta(seconds=self.REFRESH_WINDOW)
             raise Throttled(max(1, int((ends - self.clock()).total_seconds() + 0.999)))
+        if outcome == "graced":
+            self.events.record(
+                "refresh_reuse_allowed", sid=session["id"], user_id=session["user_id"]
+            )
         user = self.store.find_user(session["user_id"])
         if user is None:
             self.revoke(session["id"])
@@ -443,6 +473,10 @@ class Sessions:
             # Opened under a password that has since changed (a login in flight during it).
             self.revoke(session["id"])
             raise InvalidGrant("The password changed since this session began; sign in again")
+        if user.get("disabled"):
+            # Disabling ends every session; this covers a login that was in flight then.
+            self.revoke(session["id"])
+            raise InvalidGrant("The refresh token is expired or revoked")
         return user, session, new_token
 
     def introspect(self, refresh_token: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
@@ -453,6 +487,8 @@ class Sessions:
             return None
         user = self.store.find_user(session["user_id"])
         if user is None or user.get("credential_version", 0) > session.get("credential_version", 0):
+            return None
+        if user.get("disabled"):
             return None
         return user, session
 
@@ -468,6 +504,18 @@ class Sessions:
         self.store.revoke_session(sid, now=self.clock())
         self.revocations.revoke_session(sid)
 
+    def live(self, user_id: str) -> list[dict[str, Any]]:
+        """The user's live sessions, most recently used first."""
+        return self.store.list_live_sessions(user_id, now=self.clock())
+
+    def end(self, user_id: str, sid: str) -> bool:
+        """Revoke the user's live session `sid`; False when it is not theirs or already over."""
+        session = self.store.find_session(sid)
+        if session is None or session["user_id"] != user_id or not self._live(session):
+            return False
+        self.revoke(sid)
+        return True
+
     def revoke_others(self, user_id: str, keep_sid: str | None) -> list[str]:
         """Revoke every live session of the user except `keep_sid`; the revoked sids."""
         sids = [s for s in self.store.live_sessions_of(user_id, now=self.clock()) if s != keep_sid]
@@ -481,6 +529,14 @@ class Sessions:
 
 
 # -- accounts ---------------------------------------------------------------------------
+# The roles an admin may give; the order they are stored and shown in.
+ROLES = ("user", "admin")
+
+
+def _active_admin(user: dict[str, Any]) -> bool:
+    return "admin" in user["roles"] and not user.get("disabled")
+
+
 class Accounts:
     """Registration, authentication and password change."""
 
@@ -581,6 +637,14 @@ class Accounts:
                 user_agent=user_agent,
             )
             raise InvalidGrant("The username or password is incorrect")
+        if user.get("disabled"):
+            # The answer of a wrong password, counted as one: nothing tells a disabled
+            # account from a wrong guess, not even when throttling starts.
+            self.throttle.failed(key, address)
+            self.events.record(
+                "login_disabled", address=address, user_id=user["id"], user_agent=user_agent
+            )
+            raise InvalidGrant("The username or password is incorrect")
         self.throttle.succeeded(key, address)
         if self.hasher.needs_rehash(user["password_hash"]):
             # Conditional on the hash just checked: a change that landed meanwhile stays.
@@ -617,13 +681,65 @@ class Accounts:
             raise InvalidInput([("current_password", "is incorrect")])
         return version
 
+    def find_by_name(self, username: str) -> dict[str, Any] | None:
+        """The user with this name (any case, any compatible form), or None."""
+        try:
+            _, key = normalize_username(username)
+        except InvalidInput:
+            return None
+        return self.store.find_user_by_name(key)
+
+    def reset_password(self, user: dict[str, Any], new: str) -> int:
+        """An admin's reset: the policy checked, the credential version bumped; the new one."""
+        problems = self.password_problems(new, username=user["username"])
+        if problems:
+            raise InvalidInput(problems)
+        version = self.store.change_password_hash(user["id"], self.hasher.hash(normalize(new)))
+        if version is None:
+            raise InvalidInput([("username", "no longer exists")])
+        return version
+
     def check_deletion(self, user: dict[str, Any], current: str, *, address: str) -> None:
         """InvalidInput for a wrong current password; LastAdmin when no admin would be left."""
         problems = self._current_password_problems(user, current, address=address)
         if problems:
             raise InvalidInput(problems)
-        if "admin" in user["roles"] and self.store.count_admins() <= 1:
+        if _active_admin(user) and self.store.count_admins() <= 1:
             raise LastAdmin()
+
+    def administer(
+        self, user_id: str, *, disabled: bool | None = None, roles: list[str] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """Disable, enable or set the roles of a user: (before, after), or None when none.
+
+        LastAdmin when no active admin would be left.
+        """
+        changes: dict[str, Any] = {}
+        if disabled is not None:
+            changes["disabled"] = disabled
+        if roles is not None:
+            changes["roles"] = sorted(set(roles), key=ROLES.index)
+        before = self.store.find_user(user_id)
+        if before is None:
+            return None
+        after = {**before, **changes}
+        if not changes:
+            return before, after
+        if _active_admin(before) and not _active_admin(after) and self.store.count_admins() <= 1:
+            raise LastAdmin()
+        before = self.store.update_account(user_id, changes)
+        if before is None:
+            return None
+        after = {**before, **changes}
+        # Two admins demoting each other at once both passed the count above: the second
+        # write to find none left puts its change back.
+        demoted = _active_admin(before) and not _active_admin(after)
+        if demoted and self.store.count_admins() == 0:
+            self.store.update_account(
+                user_id, {k: before.get(k, False if k == "disabled" else None) for k in changes}
+            )
+            raise LastAdmin()
+        return before, after
 
     def delete(self, user: dict[str, Any]) -> None:
         """Remove the user and the events kept for them."""

@@ -1,4 +1,4 @@
-"""The `tokenauth` command line: create-user and rotate-key, on the service's own wiring."""
+"""The `tokenauth` command line: users, passwords, sessions and keys, on the service's wiring."""
 
 from __future__ import annotations
 
@@ -7,19 +7,24 @@ import contextlib
 import dataclasses
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import embedded
 from config import Config
-from errors import ConfigError, Conflict, InvalidInput, Unavailable
-from events import log_event
+from errors import ConfigError, Conflict, InvalidInput, LastAdmin, Unavailable
+from events import describe_device, log_event
 from keys import KeyRing
 from service import Components, build_components
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`tokenauth create-user NAME [--admin] --password-stdin` and `tokenauth rotate-key`."""
-    parser = argparse.ArgumentParser(prog="tokenauth", description="tokenauth administration")
-    commands = parser.add_subparsers(dest="command", required=True)
+class Refused(Exception):
+    """A command that cannot be done; its message is the one line shown."""
+
+
+def parser() -> argparse.ArgumentParser:
+    """The commands and their arguments."""
+    top = argparse.ArgumentParser(prog="tokenauth", description="tokenauth administration")
+    commands = top.add_subparsers(dest="command", required=True)
     create = commands.add_parser(
         "create-user", help="create a user, reading the password from stdin"
     )
@@ -28,8 +33,26 @@ def main(argv: list[str] | None = None) -> int:
     create.add_argument(
         "--password-stdin", action="store_true", required=True, help="read the password from stdin"
     )
+    reset = commands.add_parser(
+        "set-password", help="set a user's password from stdin and end every session"
+    )
+    reset.add_argument("username")
+    reset.add_argument(
+        "--password-stdin", action="store_true", required=True, help="read the password from stdin"
+    )
+    for name, text in (
+        ("disable-user", "refuse the user's logins and end every session"),
+        ("enable-user", "let a disabled user log in again"),
+        ("sessions", "list the user's live sessions, one a line"),
+    ):
+        commands.add_parser(name, help=text).add_argument("username")
     commands.add_parser("rotate-key", help="make a new signing key current")
-    args = parser.parse_args(argv)
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command: exit 0, or 1 with a one-line message on stderr."""
+    args = parser().parse_args(argv)
 
     def fail(message: str) -> int:
         print(f"tokenauth: {message}", file=sys.stderr)
@@ -43,24 +66,98 @@ def main(argv: list[str] | None = None) -> int:
             kid = ring.rotate()
             print(f"new signing key {kid}; older keys verify until their tokens expire")
             return 0
-        password = sys.stdin.readline().rstrip("\r\n")
+        password = None
+        if getattr(args, "password_stdin", False):
+            password = sys.stdin.readline().rstrip("\r\n")
         with service_components(config) as components:
             components.store.ensure_indexes()
-            roles = ("user", "admin") if args.admin else ("user",)
-            user = components.accounts.register(args.username, password, roles=roles)
+            lines = COMMANDS[args.command](components, args, password)
     except ConfigError as exc:
         return fail(str(exc))
     except InvalidInput as exc:
         return fail("; ".join(f"{field} {message}" for field, message in exc.errors))
     except Conflict:
         return fail(f"the username {args.username!r} is already taken")
+    except LastAdmin:
+        return fail(f"{args.username!r} is the last active admin; make another admin first")
+    except Refused as exc:
+        return fail(str(exc))
     except Unavailable:
         return fail("the database is unreachable (check TOKENAUTH_MONGODB_URI)")
     except RuntimeError as exc:  # the embedded server could not start
         return fail(str(exc))
-    log_event("user_created", user_id=user["id"], roles=user["roles"], via="cli")
-    print(f"created user {user['username']} ({user['id']}) with roles {', '.join(user['roles'])}")
+    for line in lines:
+        print(line)
     return 0
+
+
+def create_user(c: Components, args: argparse.Namespace, password: str | None) -> list[str]:
+    """`create-user NAME [--admin] --password-stdin`."""
+    roles = ("user", "admin") if args.admin else ("user",)
+    user = c.accounts.register(args.username, password or "", roles=roles)
+    log_event("user_created", user_id=user["id"], roles=user["roles"], via="cli")
+    return [f"created user {user['username']} ({user['id']}) with roles {', '.join(user['roles'])}"]
+
+
+def set_password(c: Components, args: argparse.Namespace, password: str | None) -> list[str]:
+    """`set-password NAME --password-stdin`: policy checked, every session ended."""
+    user = _user(c, args.username)
+    # The version moves first: a login in flight under the old password can then neither
+    # open nor refresh a session; the sessions that exist are ended below.
+    c.accounts.reset_password(user, password or "")
+    ended = c.sessions.revoke_others(user["id"], keep_sid=None)
+    log_event("password_set", user_id=user["id"], sessions_revoked=len(ended), via="cli")
+    return [f"password of {user['username']} set; {len(ended)} session(s) ended"]
+
+
+def disable_user(c: Components, args: argparse.Namespace, password: str | None) -> list[str]:
+    """`disable-user NAME`: logins refused, every session ended."""
+    user = _user(c, args.username)
+    c.accounts.administer(user["id"], disabled=True)
+    ended = c.sessions.revoke_others(user["id"], keep_sid=None)
+    log_event("user_disabled", user_id=user["id"], sessions_revoked=len(ended), via="cli")
+    return [f"disabled {user['username']}; {len(ended)} session(s) ended"]
+
+
+def enable_user(c: Components, args: argparse.Namespace, password: str | None) -> list[str]:
+    """`enable-user NAME`."""
+    user = _user(c, args.username)
+    c.accounts.administer(user["id"], disabled=False)
+    log_event("user_enabled", user_id=user["id"], via="cli")
+    return [f"enabled {user['username']}"]
+
+
+def sessions(c: Components, args: argparse.Namespace, password: str | None) -> list[str]:
+    """`sessions NAME`: one line per live session, most recently used first."""
+    user = _user(c, args.username)
+    return [_session_line(s) for s in c.sessions.live(user["id"])]
+
+
+def _session_line(session: dict[str, Any]) -> str:
+    created = session["created_at"].isoformat(timespec="seconds").replace("+00:00", "Z")
+    used = (session.get("last_used_at") or session["created_at"]).isoformat(timespec="seconds")
+    device = describe_device(session.get("user_agent")) or "unknown device"
+    address = session.get("address") or "unknown address"
+    return (
+        f"{session['id']}  created {created}  last used {used.replace('+00:00', 'Z')}"
+        f"  {address}  {device}"
+    )
+
+
+def _user(c: Components, username: str) -> dict[str, Any]:
+    user = c.accounts.find_by_name(username)
+    if user is None:
+        raise Refused(f"no user is named {username!r}")
+    return user
+
+
+COMMANDS = {
+    "create-user": create_user,
+    "set-password": set_password,
+    "disable-user": disable_user,
+    "enable-user": enable_user,
+    "sessions": sessions,
+}
 
 
 @contextlib.contextmanager

@@ -37,6 +37,8 @@ class Config:
     trusted_proxies: tuple[str, ...] = ()
     # Days each user's security events are kept (their "Recent activity").
     event_retention: int = 90
+    # Seconds in which the refresh token just rotated may be presented again (0: never).
+    refresh_reuse_interval: int = 10
     # Not in the environment: how long a request waits for MongoDB before answering 503.
     db_timeout_ms: int = 2000
     # Not in the environment: how often each worker polls revocations and keys.
@@ -57,6 +59,7 @@ class Config:
         _require_range("TOKENAUTH_PASSWORD_MIN_LENGTH", self.password_min_length, 8, 64)
         _require_range("TOKENAUTH_REGISTRATION_LIMIT", self.registration_limit, 1, 1_000_000)
         _require_range("TOKENAUTH_EVENT_RETENTION", self.event_retention, 1, 3650)
+        _require_range("TOKENAUTH_REFRESH_REUSE_INTERVAL", self.refresh_reuse_interval, 0, 300)
         for proxy in self.trusted_proxies:
             try:
                 ipaddress.ip_network(proxy, strict=False)
@@ -106,6 +109,7 @@ class Config:
             "password_min_length": integer("PASSWORD_MIN_LENGTH"),
             "registration_limit": integer("REGISTRATION_LIMIT"),
             "event_retention": integer("EVENT_RETENTION"),
+            "refresh_reuse_interval": integer("REFRESH_REUSE_INTERVAL"),
         }
         proxies = text("TRUSTED_PROXIES")
         if proxies:

@@ -22,6 +22,7 @@ USER_EVENTS = frozenset(
         "password_changed",
         "logout",
         "session_revoked",
+        "session_ended",
         "refresh_reuse_detected",
     }
 )

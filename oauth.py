@@ -19,10 +19,18 @@ from auth import (
     require_admin,
 )
 from config import Config
-from errors import InvalidGrant, InvalidInput, InvalidToken, Throttled
+from errors import InvalidGrant, InvalidInput, InvalidToken, RefreshContended, Throttled
 from events import EventLog
 from keys import KeyRing
-from web import JSON, OAuthError, no_store, read_body
+from web import (
+    CLEARED_SESSION_COOKIE,
+    JSON,
+    SESSION_COOKIE,
+    OAuthError,
+    no_store,
+    read_body,
+    session_cookie,
+)
 
 
 class Tokens:
@@ -93,19 +101,7 @@ class Tokens:
 
     def _password_grant(self, req: falcon.Request, params: dict[str, Any]):
         username, password = self._require(params, "username", "password")
-        address, user_agent = req.context.address, req.user_agent
-        try:
-            user = self.accounts.authenticate(
-                username, password, address=address, user_agent=user_agent
-            )
-        except Throttled as exc:
-            self.events.record("login_throttled", address=address, retry_after=exc.retry_after)
-            raise
-        sid, refresh_token, session_end = self.sessions.open(user)
-        self.events.record(
-            "login_succeeded", user_id=user["id"], sid=sid, address=address, user_agent=user_agent
-        )
-        return user, sid, refresh_token, session_end
+        return password_login(self.accounts, self.sessions, self.events, req, username, password)
 
     def _refresh_grant(self, req: falcon.Request, params: dict[str, Any]):
         (presented,) = self._require(params, "refresh_token")
@@ -117,6 +113,122 @@ class Tokens:
             "token_refreshed", user_id=user["id"], sid=session["id"], address=address
         )
         return user, session["id"], refresh_token, session["expires_at"]
+
+
+def password_login(
+    accounts: Accounts,
+    sessions: Sessions,
+    events: EventLog,
+    req: falcon.Request,
+    username: str,
+    password: str,
+):
+    """The password grant's check, throttling and events: (user, sid, refresh token, end)."""
+    address, user_agent = req.context.address, req.user_agent
+    try:
+        user = accounts.authenticate(username, password, address=address, user_agent=user_agent)
+    except Throttled as exc:
+        events.record("login_throttled", address=address, retry_after=exc.retry_after)
+        raise
+    sid, refresh_token, session_end = sessions.open(user, address=address, user_agent=user_agent)
+    events.record(
+        "login_succeeded", user_id=user["id"], sid=sid, address=address, user_agent=user_agent
+    )
+    return user, sid, refresh_token, session_end
+
+
+# -- the first-party browser client's cookie flow (RFC 10017 §6.2) -------------------------
+class _CookieFlow:
+    """What the cookie routes share: answering with an access token and the cookie."""
+
+    public_methods = EVERY_METHOD
+    oauth_errors = True
+
+    def __init__(
+        self, accounts: Accounts, sessions: Sessions, tokens: AccessTokens, events: EventLog
+    ) -> None:
+        self.accounts = accounts
+        self.sessions = sessions
+        self.tokens = tokens
+        self.events = events
+
+    def _answer(self, resp, user, sid: str, refresh_token: str, session_end) -> None:
+        access_token, claims = self.tokens.issue(user=user, sid=sid, not_after=session_end)
+        seconds_left = int((session_end - self.sessions.clock()).total_seconds())
+        no_store(resp)
+        resp.append_header("Set-Cookie", session_cookie(refresh_token, seconds_left))
+        resp.media = {
+            "access_token": access_token,
+            "token_type": "Bearer",
+            "expires_in": claims["exp"] - claims["iat"],
+        }
+
+
+class CookieSession(_CookieFlow):
+    """POST /auth/session logs in with the refresh token in a cookie; DELETE logs out."""
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """The password grant, answered with an access token and the refresh cookie."""
+        try:
+            body = read_body(req, "CookieLogin", form=True)
+        except InvalidInput as exc:
+            field, message = exc.errors[0]
+            raise OAuthError(400, "invalid_request", f"{field} {message}") from None
+        try:
+            login = password_login(
+                self.accounts, self.sessions, self.events, req, body["username"], body["password"]
+            )
+        except InvalidGrant as exc:
+            raise OAuthError(400, "invalid_grant", exc.description) from None
+        self._answer(resp, *login)
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """End the cookie's session (if any) and clear the cookie."""
+        token = req.cookies.get(SESSION_COOKIE)
+        session = self.sessions.session_of(token) if token else None
+        if session is not None:
+            self.sessions.revoke(session["id"])
+            self.events.record(
+                "logout",
+                user_id=session["user_id"],
+                sid=session["id"],
+                address=req.context.address,
+                user_agent=req.user_agent,
+            )
+        no_store(resp)
+        resp.append_header("Set-Cookie", CLEARED_SESSION_COOKIE)
+        resp.status = falcon.HTTP_204
+
+
+class CookieRefresh(_CookieFlow):
+    """POST /auth/session/refresh rotates the cookie and answers a new access token."""
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """The refresh grant with the cookie's token; 401 and a cleared cookie without one."""
+        token = req.cookies.get(SESSION_COOKIE)
+        if not token:
+            raise self._ended(resp, "There is no session cookie")
+        address = req.context.address
+        try:
+            user, session, new_token = self.sessions.refresh(
+                token, address=address, user_agent=req.user_agent
+            )
+        except RefreshContended:
+            # The cookie is still good (its reuse window is open): keep it, try again shortly.
+            raise Throttled(1) from None
+        except InvalidGrant as exc:
+            raise self._ended(resp, exc.description) from None
+        self.events.record(
+            "token_refreshed", user_id=user["id"], sid=session["id"], address=address
+        )
+        self._answer(resp, user, session["id"], new_token, session["expires_at"])
+
+    @staticmethod
+    def _ended(resp: falcon.Response, description: str) -> falcon.HTTPUnauthorized:
+        # Headers set on the response stay on the error answer (an error cannot set cookies).
+        resp.append_header("Set-Cookie", CLEARED_SESSION_COOKIE)
+        no_store(resp)
+        return falcon.HTTPUnauthorized(title="Unauthorized", description=description)
 
 
 class Revocation:

@@ -27,7 +27,7 @@ from config import Config
 from errors import ConfigError, InvalidInput, Unavailable
 from events import EventLog
 from keys import KeyRing
-from oauth import Introspection, Jwks, Metadata, Revocation, Tokens
+from oauth import CookieRefresh, CookieSession, Introspection, Jwks, Metadata, Revocation, Tokens
 from passwords import MAX_LENGTH, PasswordHasher
 from throttle import LoginThrottle, RegistrationThrottle
 from web import (
@@ -37,9 +37,11 @@ from web import (
     RETRY_AFTER_UNAVAILABLE,
     BodyLimit,
     RequestFacts,
+    SameOriginOnly,
     SecurityHeaders,
     page_params,
     public_person,
+    public_session,
     public_user,
     read_body,
     read_body_problems,
@@ -48,6 +50,8 @@ from web import (
 )
 
 PUBLIC_DIR = Path(__file__).with_name("public")
+# The first-party client's cookie routes: every method of them is same-origin only.
+COOKIE_ROUTES = ("/auth/session", "/auth/session/refresh")
 
 
 # -- resources --------------------------------------------------------------------------
@@ -78,7 +82,98 @@ class Users:
         """A page of users, sorted by id."""
         limit, cursor = page_params(req)
         users, next_cursor = self.store.page_users(limit=limit, after=cursor)
-        resp.media = {"items": [public_user(u) for u in users], "next_cursor": next_cursor}
+        resp.media = {
+            "items": [public_user(u, admin_view=True) for u in users],
+            "next_cursor": next_cursor,
+        }
+
+
+class AdminUser:
+    """GET /users/{id} and PATCH /users/{id} (disable, enable, roles): admins only."""
+
+    def __init__(
+        self, store: store_module.Store, accounts: Accounts, sessions: Sessions, events: EventLog
+    ) -> None:
+        self.store = store
+        self.accounts = accounts
+        self.sessions = sessions
+        self.events = events
+
+    @falcon.before(require_admin)
+    def on_get(self, req: falcon.Request, resp: falcon.Response, user_id: str) -> None:
+        """One user, with `disabled`."""
+        user = self.store.find_user(user_id)
+        if user is None:
+            raise falcon.HTTPNotFound(description="No user has this id")
+        resp.media = public_user(user, admin_view=True)
+
+    @falcon.before(require_admin)
+    def on_patch(self, req: falcon.Request, resp: falcon.Response, user_id: str) -> None:
+        """Disable or enable a user, or set their roles; disabling or demoting ends sessions."""
+        body = read_body(req, "UserPatch")
+        changed = self.accounts.administer(
+            user_id, disabled=body.get("disabled"), roles=body.get("roles")
+        )
+        if changed is None:
+            raise falcon.HTTPNotFound(description="No user has this id")
+        before, after = changed
+        admin = {"by": req.context.claims["sub"], "address": req.context.address}
+        ended: list[str] = []
+        if after.get("disabled") and not before.get("disabled"):
+            ended = self.sessions.revoke_others(user_id, keep_sid=None)
+            self.events.record(
+                "user_disabled", user_id=user_id, sessions_revoked=len(ended), **admin
+            )
+        elif before.get("disabled") and not after.get("disabled"):
+            self.events.record("user_enabled", user_id=user_id, **admin)
+        if set(before["roles"]) != set(after["roles"]):
+            if set(before["roles"]) - set(after["roles"]):
+                # Tokens carry roles: a role taken away must not live on in them.
+                ended += self.sessions.revoke_others(user_id, keep_sid=None)
+            self.events.record(
+                "roles_changed",
+                user_id=user_id,
+                roles=after["roles"],
+                sessions_revoked=len(ended),
+                **admin,
+            )
+        resp.media = public_user(after, admin_view=True)
+
+
+class AdminUserSessions:
+    """GET /users/{id}/sessions lists a user's live sessions; DELETE ends them: admins only."""
+
+    def __init__(self, store: store_module.Store, sessions: Sessions, events: EventLog) -> None:
+        self.store = store
+        self.sessions = sessions
+        self.events = events
+
+    @falcon.before(require_admin)
+    def on_get(self, req: falcon.Request, resp: falcon.Response, user_id: str) -> None:
+        """The user's live sessions, most recently used first."""
+        self._user(user_id)
+        resp.set_header("Cache-Control", "no-store")
+        resp.media = {"items": [public_session(s) for s in self.sessions.live(user_id)]}
+
+    @falcon.before(require_admin)
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, user_id: str) -> None:
+        """End every session of the user."""
+        self._user(user_id)
+        for sid in self.sessions.revoke_others(user_id, keep_sid=None):
+            self.events.record(
+                "session_ended",
+                user_id=user_id,
+                sid=sid,
+                by=req.context.claims["sub"],
+                address=req.context.address,
+            )
+        resp.status = falcon.HTTP_204
+
+    def _user(self, user_id: str) -> dict[str, Any]:
+        user = self.store.find_user(user_id)
+        if user is None:
+            raise falcon.HTTPNotFound(description="No user has this id")
+        return user
 
 
 class Me:
@@ -132,6 +227,46 @@ class MyEvents:
             "items": [{**item, "time": rfc3339(item["time"])} for item in items],
             "next_cursor": next_cursor,
         }
+
+
+class MySessions:
+    """GET /users/me/sessions lists the caller's sessions; DELETE ends them (one, or the others)."""
+
+    def __init__(self, sessions: Sessions, events: EventLog) -> None:
+        self.sessions = sessions
+        self.events = events
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """The caller's live sessions, most recently used first, theirs marked `current`."""
+        claims = req.context.claims
+        sessions = self.sessions.live(claims["sub"])
+        resp.set_header("Cache-Control", "no-store")
+        resp.media = {"items": [public_session(s, current_sid=claims["sid"]) for s in sessions]}
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """End every session of the caller but the one making this call."""
+        claims = req.context.claims
+        for sid in self.sessions.revoke_others(claims["sub"], keep_sid=claims["sid"]):
+            self._ended(req, sid)
+        resp.status = falcon.HTTP_204
+
+    def on_delete_item(self, req: falcon.Request, resp: falcon.Response, sid: str) -> None:
+        """End one session of the caller (their own current one included)."""
+        if not self.sessions.end(req.context.claims["sub"], sid):
+            raise falcon.HTTPNotFound(description="You have no live session with this id")
+        self._ended(req, sid)
+        resp.status = falcon.HTTP_204
+
+    def _ended(self, req: falcon.Request, sid: str) -> None:
+        claims = req.context.claims
+        self.events.record(
+            "session_ended",
+            user_id=claims["sub"],
+            sid=sid,
+            by_sid=claims["sid"],
+            address=req.context.address,
+            user_agent=req.user_agent,
+        )
 
 
 class Policy:
@@ -417,7 +552,14 @@ def build_components(
             clock=clock,
         ),
         revocations=revocations,
-        sessions=Sessions(store, revocations, ttl=config.refresh_ttl, clock=clock, events=events),
+        sessions=Sessions(
+            store,
+            revocations,
+            ttl=config.refresh_ttl,
+            reuse_interval=config.refresh_reuse_interval,
+            clock=clock,
+            events=events,
+        ),
         accounts=Accounts(
             store,
             PasswordHasher(),
@@ -481,6 +623,7 @@ def create_app(
                 expose_headers=["Location", "Retry-After", "WWW-Authenticate"],
             )
         )
+    middleware.append(SameOriginOnly(COOKIE_ROUTES, config.issuer))
     middleware.append(BearerAuth(c.tokens, c.revocations))
     app = Service(middleware=middleware)
     app.components = c
@@ -493,10 +636,19 @@ def create_app(
     persons = Persons(c.store, c.clock)
     app.add_route("/users", Users(c.accounts, c.store, c.events))
     app.add_route("/users/me", Me(c.store, c.accounts, c.sessions, c.events))
+    app.add_route("/users/{user_id}", AdminUser(c.store, c.accounts, c.sessions, c.events))
+    app.add_route("/users/{user_id}/sessions", AdminUserSessions(c.store, c.sessions, c.events))
     app.add_route("/users/me/events", MyEvents(c.events))
+    my_sessions = MySessions(c.sessions, c.events)
+    app.add_route("/users/me/sessions", my_sessions)
+    app.add_route("/users/me/sessions/{sid}", my_sessions, suffix="item")
     app.add_route("/users/me/password", Password(c.accounts, c.sessions, c.events))
     app.add_route("/auth/policy", Policy(config.password_min_length))
     app.add_route("/auth/token", Tokens(c.accounts, c.sessions, c.tokens, c.events))
+    app.add_route("/auth/session", CookieSession(c.accounts, c.sessions, c.tokens, c.events))
+    app.add_route(
+        "/auth/session/refresh", CookieRefresh(c.accounts, c.sessions, c.tokens, c.events)
+    )
     app.add_route("/auth/revoke", Revocation(c.sessions, c.tokens, c.revocations, c.events))
     app.add_route("/auth/verify", Verify())
     app.add_route("/auth/logout", Logout(c.sessions, c.events))

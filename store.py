@@ -261,8 +261,19 @@ class Store:
 
     @_translated
     def count_admins(self) -> int:
-        """How many users hold the admin role."""
-        return self.users.count_documents({"roles": "admin"})
+        """How many users hold the admin role and are not disabled."""
+        return self.users.count_documents({"roles": "admin", "disabled": {"$ne": True}})
+
+    @_translated
+    def update_account(self, user_id: str, changes: dict[str, Any]) -> dict[str, Any] | None:
+        """Set `disabled` and/or `roles`; the user before the change, or None when none."""
+        oid = object_id(user_id)
+        if oid is None:
+            return None
+        doc = self.users.find_one_and_update(
+            {"_id": oid}, {"$set": changes}, return_document=ReturnDocument.BEFORE
+        )
+        return _public(doc)
 
     @_translated
     def delete_user(self, user_id: str) -> bool:
@@ -386,13 +397,16 @@ class Store:
         credential_version: int,
         now: dt.datetime,
         expires_at: dt.datetime,
+        seen: dict[str, Any] | None = None,
     ) -> None:
-        """Open a refresh session with its first refresh token."""
+        """Open a refresh session with its first refresh token (and where it was seen from)."""
         self.sessions.insert_one(
             {
                 "_id": sid,
                 "user_id": user_id,
                 "created_at": now,
+                "last_used_at": now,
+                **(seen or {}),
                 "expires_at": expires_at,
                 "credential_version": credential_version,
                 "current": token_hash,
@@ -401,6 +415,9 @@ class Store:
                 "refresh_count": 0,
             }
         )
+
+    # How often a grace use re-reads the session when a concurrent one moved `current`.
+    GRACE_ATTEMPTS = 16
 
     @_translated
     def rotate_refresh_token(
@@ -412,43 +429,119 @@ class Store:
         keep: int,
         limit: int,
         window: int,
+        grace: int = 0,
+        touch: dict[str, Any] | None = None,
     ) -> tuple[str, dict[str, Any] | None]:
         """Swap a live session's current token for a new one, at most `limit` per window.
 
-        Answers ("rotated", session before), ("limited", session), ("reused", session),
-        ("ended", session) or ("unknown", None).
+        Within `grace` seconds of a rotation the token it retired (`previous`) may be
+        presented again: it gets a new `current` too, and the window is not moved.
+        Answers ("rotated" or "graced", session before), ("limited", session),
+        ("contended", session), ("reused", session), ("ended", session) or ("unknown", None).
         """
-        # The filters name `current`, the field being changed, so that one of concurrent
-        # callers matches even on servers that re-check the filter at write time.
-        live = {"current": token_hash, "revoked_at": {"$exists": False}, "expires_at": {"$gt": now}}
-        retire = {"retired": {"$each": [token_hash], "$slice": -keep}}
+        touch = touch or {}
+        live = {"revoked_at": {"$exists": False}, "expires_at": {"$gt": now}}
+        session = self._swap_current(
+            {**live, "current": token_hash},
+            token_hash,
+            new_hash,
+            now=now,
+            keep=keep,
+            limit=limit,
+            window=window,
+            also={"previous": token_hash, "rotated_at": now, **touch},
+        )
+        if session is not None:
+            return "rotated", _public(session)
+        in_grace = {
+            "previous": token_hash,
+            "rotated_at": {"$gt": now - dt.timedelta(seconds=grace)},
+        }
+        for _ in range(self.GRACE_ATTEMPTS if grace > 0 else 0):
+            found = self.sessions.find_one({**live, **in_grace}, {"current": 1})
+            if found is None:
+                break
+            # The filter names `current`, the field being changed: of concurrent grace uses
+            # one wins, the others read the new current and try again.
+            session = self._swap_current(
+                {**live, **in_grace, "_id": found["_id"], "current": found["current"]},
+                found["current"],
+                new_hash,
+                now=now,
+                keep=keep,
+                limit=limit,
+                window=window,
+                also=touch,
+            )
+            if session is not None:
+                return "graced", _public(session)
+        return self._classify(token_hash, now=now, grace=grace, limit=limit, window=window)
+
+    def _swap_current(
+        self,
+        match: dict[str, Any],
+        retiring: str,
+        new_hash: str,
+        *,
+        now: dt.datetime,
+        keep: int,
+        limit: int,
+        window: int,
+        also: dict[str, Any],
+    ) -> dict[str, Any] | None:
+        """One conditional write: `current` becomes `new_hash`, `retiring` joins `retired`."""
+        retire = {"retired": {"$each": [retiring], "$slice": -keep}}
         window_start = now - dt.timedelta(seconds=window)
-        session = self.sessions.find_one_and_update(
+        return self.sessions.find_one_and_update(
             {
-                **live,
+                **match,
                 "refresh_window_start": {"$gt": window_start},
                 "refresh_count": {"$lt": limit},
             },
-            {"$set": {"current": new_hash}, "$push": retire, "$inc": {"refresh_count": 1}},
+            {"$set": {"current": new_hash, **also}, "$push": retire, "$inc": {"refresh_count": 1}},
             return_document=ReturnDocument.BEFORE,
         ) or self.sessions.find_one_and_update(
-            {**live, "refresh_window_start": {"$lte": window_start}},
+            {**match, "refresh_window_start": {"$lte": window_start}},
             {
-                "$set": {"current": new_hash, "refresh_window_start": now, "refresh_count": 1},
+                "$set": {
+                    "current": new_hash,
+                    "refresh_window_start": now,
+                    "refresh_count": 1,
+                    **also,
+                },
                 "$push": retire,
             },
             return_document=ReturnDocument.BEFORE,
         )
-        if session is not None:
-            return "rotated", _public(session)
+
+    def _classify(
+        self, token_hash: str, *, now: dt.datetime, grace: int, limit: int, window: int
+    ) -> tuple[str, dict[str, Any] | None]:
+        """Why a token could not rotate."""
         session = _public(
             self.sessions.find_one({"$or": [{"current": token_hash}, {"retired": token_hash}]})
         )
         if session is None:
             return "unknown", None
+        ended = "revoked_at" in session or session["expires_at"] <= now
         if session["current"] != token_hash:
-            return "reused", session
-        if "revoked_at" in session or session["expires_at"] <= now:
+            rotated_at = session.get("rotated_at")
+            graced = (
+                grace > 0
+                and session.get("previous") == token_hash
+                and rotated_at is not None
+                and rotated_at > now - dt.timedelta(seconds=grace)
+            )
+            if not graced:
+                return "reused", session
+            if ended:
+                return "ended", session
+            if session["refresh_count"] >= limit and session[
+                "refresh_window_start"
+            ] > now - dt.timedelta(seconds=window):
+                return "limited", session
+            return "contended", session
+        if ended:
             return "ended", session
         return "limited", session
 
@@ -479,6 +572,17 @@ class Store:
             {"_id": sid, "revoked_at": {"$exists": False}}, {"$set": {"revoked_at": now}}
         )
         return result.modified_count == 1
+
+    @_translated
+    def list_live_sessions(self, user_id: str, *, now: dt.datetime) -> list[dict[str, Any]]:
+        """A user's live sessions, most recently used first (no token hashes)."""
+        cursor = self.sessions.find(
+            {"user_id": user_id, "revoked_at": {"$exists": False}, "expires_at": {"$gt": now}},
+            {"created_at": 1, "last_used_at": 1, "address": 1, "user_agent": 1, "user_id": 1},
+        )
+        docs = [_public(doc) for doc in cursor]
+        docs.sort(key=lambda d: (d.get("last_used_at") or d["created_at"], d["id"]), reverse=True)
+        return docs
 
     @_translated
     def live_sessions_of(self, user_id: str, *, now: dt.datetime) -> list[str]:

@@ -25,6 +25,7 @@ from errors import (
     Throttled,
     Unavailable,
 )
+from events import describe_device
 
 log = logging.getLogger("tokenauth")
 
@@ -195,6 +196,51 @@ class RequestFacts:
         req.context.oauth_errors = getattr(resource, "oauth_errors", False)
 
 
+# The refresh cookie of the first-party browser client (RFC 6265bis `__Host-` prefix: Secure,
+# Path=/, no Domain, so no other host or path can set or shadow it).
+SESSION_COOKIE = "__Host-tokenauth-session"
+_COOKIE_ATTRIBUTES = "HttpOnly; Secure; SameSite=Strict; Path=/"
+
+
+def session_cookie(token: str, max_age: int) -> str:
+    """The Set-Cookie value carrying a refresh token for `max_age` seconds."""
+    return f"{SESSION_COOKIE}={token}; {_COOKIE_ATTRIBUTES}; Max-Age={max(0, max_age)}"
+
+
+CLEARED_SESSION_COOKIE = f"{SESSION_COOKIE}=; {_COOKIE_ATTRIBUTES}; Max-Age=0"
+
+
+class SameOriginOnly:
+    """403 for any request to the cookie routes that a browser could have sent cross-site."""
+
+    def __init__(self, paths: tuple[str, ...], issuer: str) -> None:
+        self.paths = frozenset(paths)
+        parts = urllib.parse.urlsplit(issuer)
+        self.origin = f"{parts.scheme}://{parts.netloc}".lower()
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Refuse before routing, so that a refused request changes nothing."""
+        if req.path not in self.paths:
+            return
+        problem = self.problem(req)
+        if problem:
+            raise falcon.HTTPForbidden(description=f"Cross-site request refused: {problem}")
+
+    def problem(self, req: falcon.Request) -> str | None:
+        """Why the request may not be the service's own page's; None when it is."""
+        # A custom header cannot be sent cross-origin without a CORS preflight we never allow;
+        # a plain HTML form cannot send one at all.
+        if req.get_header("X-Requested-With") is None:
+            return "the X-Requested-With header is required"
+        site = req.get_header("Sec-Fetch-Site")
+        if site is not None:
+            return None if site.lower() == "same-origin" else f"Sec-Fetch-Site is {site}"
+        origin = req.get_header("Origin")
+        if origin is None or origin.lower().rstrip("/") != self.origin:
+            return "without Fetch Metadata, Origin must be the service's own"
+        return None
+
+
 class BodyLimit:
     """413 for bodies over 64 KiB, declared or streamed; media types in any case."""
 
@@ -342,14 +388,31 @@ def rfc3339(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def public_user(user: dict[str, Any]) -> dict[str, Any]:
-    """A user as the API shows it: never the hash."""
-    return {
+def public_user(user: dict[str, Any], *, admin_view: bool = False) -> dict[str, Any]:
+    """A user as the API shows it (to an admin, with `disabled`): never the hash."""
+    shown = {
         "id": user["id"],
         "username": user["username"],
         "roles": user["roles"],
         "created_at": rfc3339(user["created_at"]),
     }
+    if admin_view:
+        shown["disabled"] = bool(user.get("disabled"))
+    return shown
+
+
+def public_session(session: dict[str, Any], *, current_sid: str | None = None) -> dict[str, Any]:
+    """A session as its owner (with `current`) or an admin (without) sees it."""
+    shown = {
+        "id": session["id"],
+        "created_at": rfc3339(session["created_at"]),
+        "last_used_at": rfc3339(session.get("last_used_at") or session["created_at"]),
+        "address": session.get("address"),
+        "device": describe_device(session.get("user_agent")),
+    }
+    if current_sid is not None:
+        shown["current"] = session["id"] == current_sid
+    return shown
 
 
 def public_person(person: dict[str, Any]) -> dict[str, Any]:

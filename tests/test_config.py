@@ -60,7 +60,14 @@ def test_unknown_signing_alg_names_the_variable(value):
 
 @pytest.mark.parametrize(
     "name",
-    ["ACCESS_TTL", "REFRESH_TTL", "LOGIN_MAX_FAILURES", "LOGIN_WINDOW", "PASSWORD_MIN_LENGTH"],
+    [
+        "ACCESS_TTL",
+        "REFRESH_TTL",
+        "LOGIN_MAX_FAILURES",
+        "LOGIN_WINDOW",
+        "PASSWORD_MIN_LENGTH",
+        "REFRESH_REUSE_INTERVAL",
+    ],
 )
 @pytest.mark.parametrize("value", ["15m", "1.5", "ten", "0x10"])
 def test_non_integer_names_the_variable(name, value):
@@ -85,6 +92,19 @@ def test_password_min_length_out_of_range_names_the_variable(value):
 def test_password_min_length_bounds_are_accepted(value):
     config = Config.from_env({"TOKENAUTH_PASSWORD_MIN_LENGTH": value})
     assert config.password_min_length == int(value)
+
+
+@pytest.mark.parametrize("value", ["-1", "301"])
+def test_refresh_reuse_interval_out_of_range_names_the_variable(value):
+    error = config_error({"TOKENAUTH_REFRESH_REUSE_INTERVAL": value})
+    assert_names(error, "TOKENAUTH_REFRESH_REUSE_INTERVAL")
+    assert "between 0 and 300" in str(error)
+
+
+@pytest.mark.parametrize("value", ["0", "300"])
+def test_refresh_reuse_interval_bounds_are_accepted(value):
+    config = Config.from_env({"TOKENAUTH_REFRESH_REUSE_INTERVAL": value})
+    assert config.refresh_reuse_interval == int(value)
 
 
 def test_database_name_with_a_dot_names_the_variable():

@@ -49,7 +49,7 @@ def walk_a_full_session(post_json, put_json, secrets: list[str]) -> None:
     assert post_json("/auth/token", failed).status == 400
     second = refresh(post_json, first["refresh_token"]).json
     secrets += [second["access_token"], second["refresh_token"]]
-    # The first refresh token again: reuse, the whole session is revoked.
+    # The first refresh token again (no reuse interval here): the whole session is revoked.
     assert refresh(post_json, first["refresh_token"]).status == 400
     other = post_json(
         "/auth/token", {"grant_type": "password", "username": "alice", "password": PASSWORD}
@@ -120,7 +120,7 @@ def assert_events_complete(events: list[dict]) -> None:
 # -- in process, through logging -------------------------------------------------------
 @pytest.fixture
 def session_app(make_app, make_config):
-    return make_app(make_config(login_max_failures=2))
+    return make_app(make_config(login_max_failures=2, refresh_reuse_interval=0))
 
 
 def test_a_full_session_logs_each_event_as_one_json_line_without_secrets(
@@ -183,7 +183,8 @@ def read_events(log_file: Path, wanted: set[str], timeout: float = 10.0) -> list
 
 def test_gunicorn_writes_the_events_to_its_log_without_secrets(gunicorn_server, db, tmp_path):
     base = gunicorn_server(
-        {"TOKENAUTH_LOGIN_MAX_FAILURES": "2"}, ("--workers", "1", "--threads", "4")
+        {"TOKENAUTH_LOGIN_MAX_FAILURES": "2", "TOKENAUTH_REFRESH_REUSE_INTERVAL": "0"},
+        ("--workers", "1", "--threads", "4"),
     )
 
     def post_json(path, body, token=None):

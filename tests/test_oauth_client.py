@@ -17,7 +17,8 @@ CLIENT_ID = "tokenauth-test"
 def base(gunicorn_server, monkeypatch) -> str:
     """A real service with alice registered; oauthlib allowed plain http on loopback."""
     monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
-    url = gunicorn_server()
+    # No reuse interval: a retired refresh token is reuse at once.
+    url = gunicorn_server({"TOKENAUTH_REFRESH_REUSE_INTERVAL": "0"})
     registered = requests.post(
         f"{url}/users", json={"username": "alice", "password": PASSWORD}, timeout=10
     )

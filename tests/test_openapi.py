@@ -111,10 +111,20 @@ def test_every_route_of_the_table_in_api_md_is_documented():
         ("GET", "/users/me"),
         ("DELETE", "/users/me"),
         ("GET", "/users/me/events"),
+        ("GET", "/users/me/sessions"),
+        ("DELETE", "/users/me/sessions"),
+        ("DELETE", "/users/me/sessions/{sid}"),
         ("GET", "/auth/policy"),
         ("PUT", "/users/me/password"),
         ("GET", "/users"),
+        ("GET", "/users/{user_id}"),
+        ("PATCH", "/users/{user_id}"),
+        ("GET", "/users/{user_id}/sessions"),
+        ("DELETE", "/users/{user_id}/sessions"),
         ("POST", "/auth/token"),
+        ("POST", "/auth/session"),
+        ("DELETE", "/auth/session"),
+        ("POST", "/auth/session/refresh"),
         ("POST", "/auth/revoke"),
         ("GET", "/auth/verify"),
         ("POST", "/auth/logout"),
@@ -179,7 +189,7 @@ def test_the_documented_security_is_what_the_service_demands(app):
 
 def test_documented_request_media_types_are_the_accepted_ones(app, admin_token):
     """A body in a documented media type is read (never 415); any other media type is 415."""
-    headers = bearer(admin_token)
+    headers = {**bearer(admin_token), **SAME_ORIGIN}
     person = app.post_json(
         "/persons", {"name": "Ada", "email": "ada@example.org"}, headers=headers
     ).json
@@ -187,7 +197,7 @@ def test_documented_request_media_types_are_the_accepted_ones(app, admin_token):
         content = operation.get("requestBody", {}).get("content")
         if not content:
             continue
-        url = path.replace("{person_id}", person["id"])
+        url = fill(app, headers, path, person["id"])
         for media_type, body in ((JSON_TYPE, b"{}"), (FORM_TYPE, b"")):
             answer = app.request(
                 url,
@@ -200,6 +210,20 @@ def test_documented_request_media_types_are_the_accepted_ones(app, admin_token):
                 assert answer.status_int in (400, 422), f"{method} {path} {media_type}"
             else:
                 assert answer.status_int == 415, f"{method} {path} {media_type}"
+
+
+# What the browser client's own page sends; the cookie routes refuse requests without it.
+SAME_ORIGIN = {"X-Requested-With": "fetch", "Sec-Fetch-Site": "same-origin"}
+
+
+def fill(app, headers: dict, path: str, person_id: str) -> str:
+    """A URL for a documented path: the person given, the caller as the user."""
+    me = app.get("/users/me", headers=headers).json["id"]
+    return (
+        path.replace("{person_id}", person_id)
+        .replace("{user_id}", me)
+        .replace("{sid}", "no-such-session")
+    )
 
 
 # -- the schemas against the service's validation ------------------------------------------
@@ -245,6 +269,16 @@ SCHEMA_EXAMPLES = [
         400,
         "username",
     ),
+    (
+        "POST",
+        "/auth/session",
+        "CookieLogin",
+        {"username": "root-admin", "password": ADMIN_PASSWORD},
+        200,
+        {"username": ["root-admin"], "password": ADMIN_PASSWORD},
+        400,
+        "username",
+    ),
     ("POST", "/auth/revoke", "TokenRef", {"token": "not-a-token"}, 200, {"token": 5}, 400, "token"),
     ("POST", "/auth/introspect", "TokenRef", {"token": "not-a-token"}, 200, {}, 400, "token"),
     (
@@ -256,6 +290,16 @@ SCHEMA_EXAMPLES = [
         {"current_password": ADMIN_PASSWORD, "new_password": {"$ne": None}},
         422,
         "new_password",
+    ),
+    (
+        "PATCH",
+        "/users/{user_id}",
+        "UserPatch",
+        {"disabled": False, "roles": ["admin", "user"]},
+        200,
+        {"roles": ["root"]},
+        422,
+        "roles.0",
     ),
     # The only admin may not delete itself: the valid body gets the last-admin 409.
     (
@@ -291,11 +335,11 @@ def test_every_request_schema_has_examples_here():
 def test_the_service_validates_bodies_by_the_documented_schema(
     app, admin_token, method, path, schema, valid, valid_status, invalid, invalid_status, field
 ):
-    headers = bearer(admin_token)
+    headers = {**bearer(admin_token), **SAME_ORIGIN}
     person = app.post_json(
         "/persons", {"name": "Ada", "email": "ada@example.org"}, headers=headers
     ).json
-    url = path.replace("{person_id}", person["id"])
+    url = fill(app, headers, path, person["id"])
     assert_matches(valid, schema_named(schema))
     with pytest.raises(jsonschema.ValidationError):
         assert_matches(invalid, schema_named(schema))

@@ -144,11 +144,13 @@ def test_refresh_grant_without_token_is_invalid_request(app):
     }
 
 
-def test_reused_refresh_token_revokes_the_whole_session(app):
+def test_reused_refresh_token_revokes_the_whole_session(make_config, make_app, clock):
+    app = make_app(make_config(), clock=clock)
     register(app, "alice")
     first = login(app, "alice").json
     other_session = login(app, "alice").json
     second = refresh_json(app, first["refresh_token"]).json
+    clock.advance(10)  # the default reuse interval is over
 
     assert_invalid_grant(refresh_json(app, first["refresh_token"], status=400))
 
@@ -179,7 +181,8 @@ def test_concurrent_use_of_one_refresh_token_is_marked_used_once(app):
         assert outcomes.count("reused") == 7
 
 
-def test_concurrent_refreshes_with_one_token_at_most_one_succeeds(app, db):
+def test_concurrent_refreshes_with_one_token_at_most_one_succeeds(make_config, make_app, db):
+    app = make_app(make_config(refresh_reuse_interval=0))
     register(app, "alice")
     sessions = app.app.components.sessions
     for _ in range(10):
@@ -233,3 +236,142 @@ def test_refresh_after_password_login_keeps_user_and_roles(app):
         before["roles"],
     )
     assert after["jti"] != before["jti"]
+
+
+# -- the reuse interval (concurrent tabs) ------------------------------------------------
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@pytest.fixture
+def graced(make_config, make_app, clock):
+    """An app with the default reuse interval (10 s) on the test's clock, alice registered."""
+    app = make_app(make_config(), clock=clock)
+    register(app, "alice")
+    return app
+
+
+def test_the_default_reuse_interval_is_ten_seconds():
+    from config import Config
+
+    assert Config().refresh_reuse_interval == 10
+    assert Config.from_env({"TOKENAUTH_REFRESH_REUSE_INTERVAL": "0"}).refresh_reuse_interval == 0
+
+
+@pytest.mark.parametrize("waited", [0, 9, 9.999])
+def test_the_token_just_rotated_works_again_within_the_interval(graced, db, clock, waited):
+    first = login(graced, "alice").json
+    sid = claims_of(first["access_token"])["sid"]
+    second = refresh_json(graced, first["refresh_token"]).json
+    clock.advance(waited)
+
+    again = refresh_json(graced, first["refresh_token"])
+    assert_token_answer(again)
+    third = again.json
+    assert claims_of(third["access_token"])["sid"] == sid
+    assert len({first["refresh_token"], second["refresh_token"], third["refresh_token"]}) == 3
+    graced.get("/users/me", headers=bearer(third["access_token"]), status=200)
+    graced.get("/users/me", headers=bearer(second["access_token"]), status=200)
+    session = db.sessions.find_one({"_id": sid})
+    # One current token and one grace token: the one just rotated, its window unmoved.
+    assert session["current"] == _hash(third["refresh_token"])
+    assert session["previous"] == _hash(first["refresh_token"])
+    assert session["rotated_at"] == clock.now - dt.timedelta(seconds=waited)
+    assert "revoked_at" not in session
+    assert_token_answer(refresh_json(graced, third["refresh_token"]))
+
+
+def test_at_ten_seconds_the_token_just_rotated_is_reuse(graced, db, clock):
+    first = login(graced, "alice").json
+    sid = claims_of(first["access_token"])["sid"]
+    second = refresh_json(graced, first["refresh_token"]).json
+    clock.advance(10)  # the window is [rotation, rotation + 10 s): its end is reuse
+
+    assert_invalid_grant(refresh_json(graced, first["refresh_token"], status=400))
+    assert "revoked_at" in db.sessions.find_one({"_id": sid})
+    assert_invalid_grant(refresh_json(graced, second["refresh_token"], status=400))
+    assert_revoked(graced, second["access_token"])
+
+
+def test_a_grace_use_does_not_extend_the_window(graced, db, clock):
+    first = login(graced, "alice").json
+    sid = claims_of(first["access_token"])["sid"]
+    refresh_json(graced, first["refresh_token"])
+    clock.advance(6)
+    refresh_json(graced, first["refresh_token"], status=200)
+    clock.advance(4)  # 10 s after the rotation, 4 s after the grace use
+    assert_invalid_grant(refresh_json(graced, first["refresh_token"], status=400))
+    assert "revoked_at" in db.sessions.find_one({"_id": sid})
+
+
+def test_a_token_two_generations_old_is_reuse_even_within_the_interval(graced, db):
+    first = login(graced, "alice").json
+    sid = claims_of(first["access_token"])["sid"]
+    second = refresh_json(graced, first["refresh_token"]).json
+    refresh_json(graced, second["refresh_token"], status=200)
+
+    assert_invalid_grant(refresh_json(graced, first["refresh_token"], status=400))
+    assert "revoked_at" in db.sessions.find_one({"_id": sid})
+
+
+def test_a_token_displaced_by_a_grace_use_is_reuse(graced, db):
+    first = login(graced, "alice").json
+    sid = claims_of(first["access_token"])["sid"]
+    second = refresh_json(graced, first["refresh_token"]).json
+    refresh_json(graced, first["refresh_token"], status=200)  # a new current replaces second's
+
+    assert_invalid_grant(refresh_json(graced, second["refresh_token"], status=400))
+    assert "revoked_at" in db.sessions.find_one({"_id": sid})
+
+
+def test_live_refresh_tokens_per_session_stay_at_two(graced, db):
+    """However many grace uses, only the current token and the one just rotated refresh."""
+    first = login(graced, "alice").json
+    refresh_json(graced, first["refresh_token"])
+    issued = [refresh_json(graced, first["refresh_token"]).json["refresh_token"] for _ in range(5)]
+    sid = claims_of(first["access_token"])["sid"]
+    session = db.sessions.find_one({"_id": sid})
+    live = {session["current"], session["previous"]}
+    assert live == {_hash(issued[-1]), _hash(first["refresh_token"])}
+    stored = {session["current"], session["previous"], *session["retired"]}
+    # Every other token issued is retired: presented again, it is reuse.
+    assert {_hash(t) for t in issued[:-1]} <= set(session["retired"]) <= stored
+
+
+def test_a_zero_interval_turns_the_window_off(make_config, make_app, db, clock):
+    app = make_app(make_config(refresh_reuse_interval=0), clock=clock)
+    register(app, "alice")
+    first = login(app, "alice").json
+    refresh_json(app, first["refresh_token"])
+    assert_invalid_grant(refresh_json(app, first["refresh_token"], status=400))
+    assert "revoked_at" in db.sessions.find_one({"_id": claims_of(first["access_token"])["sid"]})
+
+
+def test_concurrent_refreshes_within_the_interval_keep_the_session(graced, db):
+    """8 threads with one token: each gets a working pair or a clean invalid_grant."""
+    sessions = graced.app.components.sessions
+    tokens = graced.app.components.tokens
+    for _ in range(5):
+        answer = login(graced, "alice").json
+        token, sid = answer["refresh_token"], claims_of(answer["access_token"])["sid"]
+
+        def attempt(token=token, sid=sid) -> str | None:
+            try:
+                user, session, new_token = sessions.refresh(token)
+            except errors.InvalidGrant as exc:
+                assert exc.description == "The refresh token was used concurrently; try again"
+                return None
+            assert session["id"] == sid
+            access, _ = tokens.issue(user=user, sid=session["id"])
+            graced.get("/users/me", headers=bearer(access), status=200)
+            return new_token
+
+        outcomes = run_at_once(8, attempt)
+        issued = [t for t in outcomes if t is not None]
+        assert len(issued) >= 1
+        session = db.sessions.find_one({"_id": sid})
+        assert "revoked_at" not in session
+        assert session["current"] in {_hash(t) for t in issued}
+        # The winner's token refreshes; the session lives on.
+        winner = next(t for t in issued if _hash(t) == session["current"])
+        assert_token_answer(refresh_json(graced, winner))
