@@ -371,7 +371,7 @@ class Persons:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """A page of persons, newest first or by name, and how many there are."""
         limit, cursor = page_params(req)
-        order = req.get_param("order") or "newest"
+        order = req.get_param("order", default="newest")
         if order not in store_module.PERSON_ORDERS:
             raise InvalidInput([("order", "must be one of newest, name")])
         persons, next_cursor = self.store.page_persons(limit=limit, after=cursor, order=order)
