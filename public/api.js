@@ -146,6 +146,10 @@ async function request(method, path, { body, token, cookie = false } = {}) {
   }
   const data = await readJson(response);
   if (response.ok) return data;
+  if (cookie && response.status === 403) {
+    // The CSRF check refused it: only a page on another origin (or a proxy dropping headers) gets here.
+    throw new ApiError('The service refused this page\'s request: open the client from the service\'s own address.', { status: 403 });
+  }
   throw toApiError(response, data);
 }
 

@@ -64,6 +64,7 @@ FAILED_LOAD = re.compile(r"Failed to load resource: the server responded with a 
 # The routes whose 200 answers carry an access token; the refresh token is in this cookie.
 TOKEN_ROUTES = ("/auth/session", "/auth/session/refresh")
 SESSION_COOKIE = "__Host-tokenauth-session"
+REUSE_INTERVAL = 2  # seconds; the service's default is 10
 # Everything a script in the page can read that could hold a token.
 READABLE_STATE = """() => ({
   cookie: document.cookie,
@@ -1034,7 +1035,7 @@ def reload_at_once(tabs: list[Tab], username: str) -> list[list[int]]:
 
 
 def test_cookie_session_two_tabs_and_other_origins(gunicorn_server, open_tab, other_origin):
-    base = gunicorn_server()
+    base = gunicorn_server({"TOKENAUTH_REFRESH_REUSE_INTERVAL": str(REUSE_INTERVAL)})
     created = requests.post(
         f"{base}/users", json={"username": "tess", "password": PASSWORD}, timeout=30
     )
@@ -1124,6 +1125,25 @@ def test_cookie_session_two_tabs_and_other_origins(gunicorn_server, open_tab, ot
     assert first.session_cookie() is None
     second.page.reload()
     expect_login_form(second)
+
+    # After the reuse interval, a replayed old cookie value is reuse: the whole session ends,
+    # the newest cookie with it.
+    log_in(first, "tess", PASSWORD)
+    expect_logged_in(first, "tess")
+    old = first.session_cookie()
+    (stored,) = [c for c in first.context.cookies() if c["name"] == SESSION_COOKIE]
+    first.page.reload()
+    expect_logged_in(first, "tess")
+    newest = first.session_cookie()
+    assert newest not in (None, old)
+    time.sleep(REUSE_INTERVAL + 0.5)
+    for replayed in (old, newest):
+        first.context.add_cookies([{**stored, "value": replayed}])
+        with first.page.expect_response("**/auth/session/refresh") as answer:
+            first.page.reload()
+        assert answer.value.status == 401
+        expect_login_form(first)
+        assert first.session_cookie() is None
     for tab in (first, second):
         tab.assert_clean()
 
