@@ -23,26 +23,19 @@ export function register(username, password) {
   return request('POST', '/users', { body: { username, password } });
 }
 
-/** POST /auth/token with the password grant: the first pair of tokens. */
-export function passwordGrant(username, password) {
-  return request('POST', '/auth/token', { body: { grant_type: 'password', username, password } });
+/** POST /auth/session: logs in; the access token in the answer, the refresh token in an HttpOnly cookie. */
+export function sessionLogin(username, password) {
+  return request('POST', '/auth/session', { body: { username, password }, cookie: true });
 }
 
-/** POST /auth/token with the refresh-token grant: a new pair for a rotated refresh token. */
-export function refreshGrant(refreshToken) {
-  return request('POST', '/auth/token', {
-    body: { grant_type: 'refresh_token', refresh_token: refreshToken },
-  });
+/** POST /auth/session/refresh: rotates the session cookie and answers a new access token. */
+export function sessionRefresh() {
+  return request('POST', '/auth/session/refresh', { cookie: true });
 }
 
-/** POST /auth/logout: ends the session the access token belongs to. */
-export function logout(accessToken) {
-  return request('POST', '/auth/logout', { token: accessToken });
-}
-
-/** POST /auth/revoke: revokes a refresh token, even when the access token already expired. */
-export function revokeRefreshToken(refreshToken) {
-  return request('POST', '/auth/revoke', { body: { token: refreshToken, token_type_hint: 'refresh_token' } });
+/** DELETE /auth/session: ends the cookie's session and clears the cookie. */
+export function sessionLogout() {
+  return request('DELETE', '/auth/session', { cookie: true });
 }
 
 /** GET /users/me: the logged-in account. */
@@ -71,6 +64,36 @@ export function listEvents(token, { limit, cursor }) {
 /** DELETE /users/me: deletes the account, its sessions and its events. */
 export function deleteAccount(token, currentPassword) {
   return request('DELETE', '/users/me', { body: { current_password: currentPassword }, token });
+}
+
+/** GET /users/me/sessions: the caller's live sessions, `current` marking this one. */
+export function listMySessions(token) {
+  return request('GET', '/users/me/sessions', { token });
+}
+
+/** DELETE /users/me/sessions/{id}: ends one of the caller's sessions. */
+export function endMySession(token, id) {
+  return request('DELETE', `/users/me/sessions/${encodeURIComponent(id)}`, { token });
+}
+
+/** DELETE /users/me/sessions: ends every session of the caller but this one. */
+export function endMyOtherSessions(token) {
+  return request('DELETE', '/users/me/sessions', { token });
+}
+
+/** GET /users: one page of accounts (admins). */
+export function listUsers(token, { limit, cursor }) {
+  return request('GET', `/users?${pageParams({ limit, cursor })}`, { token });
+}
+
+/** PATCH /users/{id}: disables or enables an account (admins); disabling ends its sessions. */
+export function setUserDisabled(token, id, disabled) {
+  return request('PATCH', `/users/${encodeURIComponent(id)}`, { body: { disabled }, token });
+}
+
+/** DELETE /users/{id}/sessions: ends every session of an account (admins). */
+export function endUserSessions(token, id) {
+  return request('DELETE', `/users/${encodeURIComponent(id)}/sessions`, { token });
 }
 
 /** GET /persons: one page of at most `limit` persons in `order` from `cursor` (null for the first). */
@@ -102,8 +125,10 @@ export function deletePerson(token, id) {
 
 /* ---------- requests and answers ---------- */
 
-async function request(method, path, { body, token } = {}) {
+async function request(method, path, { body, token, cookie = false } = {}) {
   const headers = { Accept: 'application/json, application/problem+json' };
+  // The cookie routes refuse a request without it: a cross-site page cannot send it unasked.
+  if (cookie) headers['X-Requested-With'] = 'fetch';
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   if (token) headers.Authorization = `Bearer ${token}`;
   let response;
@@ -121,6 +146,10 @@ async function request(method, path, { body, token } = {}) {
   }
   const data = await readJson(response);
   if (response.ok) return data;
+  if (cookie && response.status === 403) {
+    // The CSRF check refused it: only a page on another origin (or a proxy dropping headers) gets here.
+    throw new ApiError('The service refused this page\'s request: open the client from the service\'s own address.', { status: 403 });
+  }
   throw toApiError(response, data);
 }
 

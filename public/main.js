@@ -4,13 +4,14 @@
 
 import { showPolicy, wirePasswordHelpers } from './forms.js';
 import { go, onRouteChange } from './router.js';
-import { currentUser, hasStoredSession, initSession, restore } from './session.js';
+import { currentUser, initSession, restore } from './session.js';
 import { $, announce, focusElement } from './ui.js';
 import { wireAccount } from './view-account.js';
 import { wireAuthForms } from './view-auth.js';
 import { startEdit, wirePersonForm } from './view-person-form.js';
 import { wirePersonsList } from './view-persons.js';
 import { enterApp, showLoggedOut, showRoute, wireShell } from './view-shell.js';
+import { wireUsers } from './view-users.js';
 
 const AUTO_RETRY_MAX_S = 30;
 
@@ -29,19 +30,20 @@ function onAccountDeleted(message) {
   focusElement($('auth-heading'));
 }
 
-// A refresh token in this tab's sessionStorage means a reload: restore the session from it.
+// The page cannot see the HttpOnly session cookie: one cookie refresh tells whether there is
+// a session to restore (a reload, another tab, a bookmark) or the login form to show.
 async function restoreSession() {
   try {
-    await restore();
+    if (!(await restore())) { showLoggedOut(); return; }
     await enterApp();
   } catch (err) {
     if (err.handled) return;
     showLoggedOut();
     if (err.status === 503 && err.retryAfter !== null && err.retryAfter <= AUTO_RETRY_MAX_S) {
-      // The refresh token is still kept: try again as the service asked, without a click.
+      // The cookie is still kept: try again as the service asked, without a click.
       const wait = Math.max(1, err.retryAfter);
       announce(`Could not restore your session: the service is temporarily unavailable. Trying again in ${wait} seconds…`, 'error');
-      window.setTimeout(() => { if (hasStoredSession() && !currentUser()) restoreSession(); }, wait * 1000);
+      window.setTimeout(() => { if (!currentUser()) restoreSession(); }, wait * 1000);
       return;
     }
     announce(`Could not restore your session. ${err.message}`, 'error');
@@ -57,12 +59,9 @@ function start() {
   wirePersonsList({ onEdit: startEdit });
   wirePersonForm();
   wireAccount({ onAccountDeleted });
+  wireUsers();
   onRouteChange((route) => showRoute(route));
-  if (hasStoredSession()) {
-    restoreSession();
-  } else {
-    showLoggedOut();
-  }
+  restoreSession();
 }
 
 start();

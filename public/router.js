@@ -1,9 +1,9 @@
 // Hash routes, so that every view has a URL with no server routes and no build step:
-// #/login, #/persons?order=newest&size=10&page=3, #/account. Back, Forward, a typed or
+// #/login, #/persons?order=newest&size=10&page=3, #/account, #/users (admins). Back, Forward, a typed or
 // bookmarked URL all arrive as a hashchange; the views move the URL themselves with go().
 
 const DEFAULT_ROUTE = 'persons';
-const ROUTES = new Set(['login', 'persons', 'account']);
+const ROUTES = new Set(['login', 'persons', 'account', 'users']);
 
 /** The route in the address bar: { name, params }. */
 export function currentRoute() {

@@ -1,40 +1,24 @@
-// The session: the access token (in memory only), the refresh token (in this tab's
-// sessionStorage, so a reload can restore the session), the one refresh in flight, and the
-// logged-in account. It never touches the page: a lost session is reported to the callback
-// given to initSession.
+// The session: the access token (in memory only), the one refresh in flight, and the
+// logged-in account. The refresh token never reaches this page: the service keeps it in an
+// HttpOnly cookie (RFC 10017 §6.2) that the browser sends to the /auth/session routes only.
+// It never touches the page: a lost session is reported to the callback given to initSession.
 
 import * as api from './api.js';
 
-const REFRESH_KEY = 'tokenauth.refresh_token';
 const ADMIN_ROLE = 'admin';
+// Another tab refreshing the same cookie at the same moment: the service answers 429 with
+// Retry-After 1 and keeps the cookie; one second later the other tab's rotation has landed.
+const LOST_RACE_WAIT_S = 1;
 
 // The access token lives only in this variable: a page reload or a closed tab forgets it.
 let accessToken = null;
 let user = null;
-let refreshing = null; // the one refresh in flight, shared so a rotated token is used once
+let refreshing = null; // the one refresh in flight, shared by every call of this tab
 let onSessionLost = () => {};
-
-// sessionStorage can throw when disabled, so wrap it.
-const storage = {
-  get() {
-    try { return window.sessionStorage.getItem(REFRESH_KEY); } catch { return null; }
-  },
-  set(value) {
-    try { window.sessionStorage.setItem(REFRESH_KEY, value); } catch { /* memory-only session */ }
-  },
-  clear() {
-    try { window.sessionStorage.removeItem(REFRESH_KEY); } catch { /* nothing stored */ }
-  },
-};
 
 /** Sets `onSessionLost(reason)`, called once the session is over and forgotten. */
 export function initSession(handlers) {
   onSessionLost = handlers.onSessionLost;
-}
-
-/** Whether this tab kept a refresh token, i.e. the page was reloaded during a session. */
-export function hasStoredSession() {
-  return Boolean(storage.get());
 }
 
 /** The logged-in account, as GET /users/me described it. */
@@ -47,14 +31,24 @@ export function isAdmin() {
   return Boolean(user && Array.isArray(user.roles) && user.roles.includes(ADMIN_ROLE));
 }
 
-/** Exchanges a username and password for tokens. */
+/** Exchanges a username and password for an access token and the session cookie. */
 export async function logIn(username, password) {
-  saveTokens(await api.passwordGrant(username, password));
+  accessToken = (await api.sessionLogin(username, password)).access_token;
 }
 
-/** After a reload: exchanges the refresh token this tab kept for a new access token. */
-export function restore() {
-  return refreshAccessToken();
+/**
+ * After a reload: one cookie refresh. True when a session was restored, false when the
+ * browser has no live session cookie (nothing is reported then: nobody was logged out).
+ */
+export async function restore() {
+  try {
+    await refreshAccessToken();
+    return true;
+  } catch (err) {
+    if (err.status !== 401) throw err;
+    forgetSession();
+    return false;
+  }
 }
 
 /** Fetches the logged-in account and keeps it. */
@@ -69,7 +63,13 @@ export async function callApi(send) {
   } catch (err) {
     if (err.status !== 401) throw err;
   }
-  await refreshAccessToken();
+  try {
+    await refreshAccessToken();
+  } catch (err) {
+    // 401: the cookie's session is over (ended, expired, disabled); anything else may pass.
+    if (err.status === 401) throw sessionLost(api.SESSION_ENDED);
+    throw err;
+  }
   try {
     return await send(accessToken);
   } catch (err) {
@@ -80,54 +80,42 @@ export async function callApi(send) {
 
 /** Ends the session on the service and forgets it here; true if the service was unreachable. */
 export async function logOut() {
-  const token = accessToken;
-  const refreshToken = storage.get();
   let unreachable = false;
-  // Logout ends the session by its id; revoke also covers an access token that already expired.
-  if (token) {
-    try { await api.logout(token); } catch (err) { unreachable ||= isTransient(err); }
-  }
-  if (refreshToken) {
-    try { await api.revokeRefreshToken(refreshToken); } catch (err) { unreachable ||= isTransient(err); }
-  }
+  // The cookie names the session, so this works even when the access token already expired.
+  try { await api.sessionLogout(); } catch (err) { unreachable = isTransient(err); }
   forgetSession();
   return unreachable;
 }
 
-/** Forgets the session here only: the service already ended it (the account was deleted). */
-export function endLocally() {
+/** Forgets a session the service already ended (the account was deleted), and its cookie. */
+export async function endLocally() {
   forgetSession();
-}
-
-function saveTokens(tokens) {
-  accessToken = tokens.access_token;
-  if (tokens.refresh_token) storage.set(tokens.refresh_token);
+  // The page cannot touch the HttpOnly cookie; the cookie logout clears it (and ends nothing).
+  try { await api.sessionLogout(); } catch { /* a dead cookie only costs one 401 at the next start */ }
 }
 
 function forgetSession() {
   accessToken = null;
   user = null;
   refreshing = null;
-  storage.clear();
 }
 
 function refreshAccessToken() {
-  // Refresh tokens rotate and a reused one revokes the whole session: never send two at once.
+  // One refresh at a time in this tab: every call waiting on a 401 shares it.
   if (!refreshing) {
-    refreshing = exchangeRefreshToken().finally(() => { refreshing = null; });
+    refreshing = refreshFromCookie().finally(() => { refreshing = null; });
   }
   return refreshing;
 }
 
-async function exchangeRefreshToken() {
-  const refreshToken = storage.get();
-  if (!refreshToken) throw sessionLost(api.SESSION_ENDED);
+async function refreshFromCookie() {
   try {
-    saveTokens(await api.refreshGrant(refreshToken));
+    accessToken = (await api.sessionRefresh()).access_token;
   } catch (err) {
-    // 400 invalid_grant: expired, revoked or reused; anything else (offline, 503) may pass.
-    if (err.status === 400 || err.status === 401) throw sessionLost(api.SESSION_ENDED);
-    throw err;
+    if (err.status !== 429 || err.retryAfter === null || err.retryAfter > LOST_RACE_WAIT_S) throw err;
+    // A lost race with another tab, not a lost session: once more, after the second asked for.
+    await new Promise((resolve) => { window.setTimeout(resolve, LOST_RACE_WAIT_S * 1000); });
+    accessToken = (await api.sessionRefresh()).access_token;
   }
 }
 

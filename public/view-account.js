@@ -1,5 +1,5 @@
-// The account page (#/account): who is logged in, changing the password, recent activity and
-// deleting the account.
+// The account page (#/account): who is logged in, changing the password, the live sessions,
+// recent activity and deleting the account.
 
 import * as api from './api.js';
 import { clearFormErrors, failLocally, refreshCounters, reportFormError } from './forms.js';
@@ -7,6 +7,7 @@ import { passwordProblem } from './policy.js';
 import { callApi, currentUser, endLocally } from './session.js';
 import { $, focusElement, holdOff, setBusy, toast } from './ui.js';
 import { clearActivity, openActivity, wireActivity } from './view-activity.js';
+import { clearSessions, openSessions, wireSessions } from './view-sessions.js';
 
 let onAccountDeleted = () => {};
 
@@ -16,17 +17,19 @@ export function wireAccount(handlers) {
   $('password-form').addEventListener('submit', onPasswordSubmit);
   $('delete-account-form').addEventListener('submit', onDeleteSubmit);
   wireActivity();
+  wireSessions();
 }
 
-/** Shows the account page's forms empty and loads the recent activity. */
+/** Shows the account page's forms empty and loads the sessions and the recent activity. */
 export function openAccount() {
   resetForms();
-  return openActivity();
+  return Promise.all([openSessions(), openActivity()]);
 }
 
 /** Forgets everything the page showed, e.g. when the person logs out. */
 export function clearAccount() {
   resetForms();
+  clearSessions();
   clearActivity();
 }
 
@@ -76,7 +79,7 @@ async function onPasswordSubmit(event) {
   resetForms();
   toast('Password changed. Your other sessions have ended.');
   focusElement($('password-heading'));
-  await openActivity(); // the change is the newest event
+  await Promise.all([openSessions(), openActivity()]); // the others ended; the change is the newest event
 }
 
 /* ---------- deleting the account ---------- */
@@ -102,6 +105,6 @@ async function onDeleteSubmit(event) {
   }
   done();
   const { username } = currentUser();
-  endLocally(); // the service already ended every session of the account
+  await endLocally(); // the service already ended every session of the account
   onAccountDeleted(`The account ${username} was deleted, with its sessions and its activity.`);
 }

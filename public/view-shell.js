@@ -1,5 +1,5 @@
 // The page frame: which view shows (starting, logged out, the persons page, the account
-// page) for the route in the address bar, the header's session bar with its navigation and
+// page, the admins' users page) for the route in the address bar, the header's session bar with its navigation and
 // logout button, and entering or leaving the logged-in view.
 
 import { currentRoute, go } from './router.js';
@@ -8,8 +8,11 @@ import { $, announce, focusElement, setBusy } from './ui.js';
 import { clearAccount, openAccount } from './view-account.js';
 import { resetPersonForm } from './view-person-form.js';
 import { clearPersons, openPersons } from './view-persons.js';
+import { clearUsers, openUsers } from './view-users.js';
 
-const PAGES = { persons: 'persons-page', account: 'account-page' };
+const PAGES = { persons: 'persons-page', account: 'account-page', users: 'users-page' };
+const TITLES = { persons: 'Persons', account: 'Your account', users: 'Users' };
+const OPEN = { persons: (route) => openPersons(route.params), account: () => openAccount(), users: () => openUsers() };
 
 /** Wires the logout button. */
 export function wireShell() {
@@ -31,16 +34,16 @@ export function showRoute(route, { focus = false } = {}) {
     showLoggedOut();
     return Promise.resolve();
   }
-  if (route.name === 'login') {
+  if (route.name === 'login' || (route.name === 'users' && !isAdmin())) {
     go('persons', {}, { replace: true });
     return showRoute(currentRoute(), { focus });
   }
-  const name = route.name === 'account' ? 'account' : 'persons';
+  const name = route.name in PAGES ? route.name : 'persons';
   const switched = $(PAGES[name]).hidden;
   showPage(name);
   if (switched && !focus) announce(''); // news of the other page is old news here
   if (focus || switched) focusElement($(`${name}-heading`));
-  return name === 'account' ? openAccount() : openPersons(route.params);
+  return OPEN[name](route);
 }
 
 /** Shows the logged-out view, with nothing left of the logged-in one. */
@@ -48,6 +51,7 @@ export function showLoggedOut() {
   resetPersonForm();
   clearPersons();
   clearAccount();
+  clearUsers();
   showView('auth');
   document.title = 'Log in · tokenauth';
 }
@@ -66,7 +70,7 @@ function showPage(name) {
     else $(`nav-${page}`).removeAttribute('aria-current');
   }
   const { username } = currentUser();
-  document.title = `${name === 'account' ? 'Your account' : 'Persons'} · ${username} · tokenauth`;
+  document.title = `${TITLES[name]} · ${username} · tokenauth`;
 }
 
 function showLoggedIn() {

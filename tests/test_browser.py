@@ -10,8 +10,10 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -28,12 +30,13 @@ from helpers import (
     wait_http,
 )
 from processes import start_gunicorn, stop
+from test_sessions import CHROME, FIREFOX
 
 from embedded import EmbeddedServer
 from keys import CLOCK_SKEW
 
 try:
-    from playwright.sync_api import Browser, Page, expect, sync_playwright
+    from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 except ImportError:  # the test extra is not installed: the fixture below skips or fails
     sync_playwright = None
 
@@ -57,6 +60,17 @@ ADMIN = "ada-admin"
 HANDLED_API_STATUSES = {400, 401, 409, 422, 429, 503}
 API_PREFIXES = ("/users", "/auth/", "/persons")
 FAILED_LOAD = re.compile(r"Failed to load resource: the server responded with a status of (\d{3})")
+
+# The routes whose 200 answers carry an access token; the refresh token is in this cookie.
+TOKEN_ROUTES = ("/auth/session", "/auth/session/refresh")
+SESSION_COOKIE = "__Host-tokenauth-session"
+REUSE_INTERVAL = 2  # seconds; the service's default is 10
+# Everything a script in the page can read that could hold a token.
+READABLE_STATE = """() => ({
+  cookie: document.cookie,
+  local: JSON.stringify(Object.entries(localStorage)),
+  session: JSON.stringify(Object.entries(sessionStorage)),
+})"""
 
 # Records CSP violations in the page; init scripts are injected by the browser, not by the page.
 CSP_LISTENER = """
@@ -107,12 +121,22 @@ def browser() -> Iterator[Browser]:
 class Tab:
     """One browser tab on the client, recording what must never happen and the API traffic."""
 
-    def __init__(self, browser: Browser, base_url: str, name: str) -> None:
+    def __init__(
+        self,
+        browser: Browser,
+        base_url: str,
+        name: str,
+        context: BrowserContext | None = None,
+        user_agent: str | None = None,
+    ) -> None:
         self.name = name
-        self.context = browser.new_context(base_url=base_url, viewport=DESKTOP)
+        self.context = context or browser.new_context(
+            base_url=base_url, viewport=DESKTOP, user_agent=user_agent
+        )
         self.page: Page = self.context.new_page()
         self.problems: list[str] = []
         self.calls: list[tuple[str, str, int, str | None]] = []
+        self.access_tokens: list[str] = []  # every access token the service gave this tab
         self.page.expose_function("__reportCsp", lambda text: self.problems.append(f"CSP: {text}"))
         self.page.add_init_script(CSP_LISTENER)
         self.page.on("console", self._on_console)
@@ -137,7 +161,10 @@ class Tab:
         grant = None
         if request.method == "POST" and urlsplit(request.url).path == "/auth/token":
             grant = (request.post_data_json or {}).get("grant_type")
-        self.calls.append((request.method, urlsplit(request.url).path, response.status, grant))
+        path = urlsplit(request.url).path
+        self.calls.append((request.method, path, response.status, grant))
+        if path in TOKEN_ROUTES and request.method == "POST" and response.status == 200:
+            self.access_tokens.append(response.json()["access_token"])
 
     def shot(self, label: str) -> Path:
         """A full-page screenshot in tests/artifacts/."""
@@ -145,9 +172,20 @@ class Tab:
         self.page.screenshot(path=str(path), full_page=True)
         return path
 
-    def refresh_token(self) -> str | None:
-        """What the client keeps in this tab's sessionStorage."""
-        return self.page.evaluate("sessionStorage.getItem('tokenauth.refresh_token')")
+    def session_cookie(self) -> str | None:
+        """The refresh token in the browser's HttpOnly session cookie, if there is one."""
+        values = [c["value"] for c in self.context.cookies() if c["name"] == SESSION_COOKIE]
+        return values[0] if values else None
+
+    def assert_no_token_readable(self) -> None:
+        """The page's script sees no cookie, and no token in localStorage or sessionStorage."""
+        seen = self.page.evaluate(READABLE_STATE)
+        assert seen["cookie"] == "", "the session cookie is HttpOnly"
+        secrets = [*self.access_tokens, self.session_cookie()]
+        assert self.access_tokens, "the test saw the access tokens it looks for"
+        for secret in filter(None, secrets):
+            assert secret not in seen["local"]
+            assert secret not in seen["session"]
 
     def focused_id(self) -> str:
         """The id of the element that has the keyboard focus."""
@@ -159,18 +197,18 @@ class Tab:
 
 
 @pytest.fixture
-def open_tab(browser) -> Iterator[Callable[[str, str], Tab]]:
-    """Open tabs (each its own browser context) and close them at teardown."""
+def open_tab(browser) -> Iterator[Callable[..., Tab]]:
+    """Open tabs (each its own browser context unless given one) and close them at teardown."""
     tabs: list[Tab] = []
 
-    def open_(base_url: str, name: str) -> Tab:
-        tab = Tab(browser, base_url, name)
+    def open_(base_url: str, name: str, **options) -> Tab:
+        tab = Tab(browser, base_url, name, **options)
         tabs.append(tab)
         return tab
 
     yield open_
-    for tab in tabs:
-        tab.context.close()
+    for context in {id(tab.context): tab.context for tab in tabs}.values():
+        context.close()
 
 
 @pytest.fixture
@@ -443,23 +481,24 @@ def test_person_registers_pages_persons_and_logs_out(gunicorn_server, create_adm
     expect(row_names(page)).to_have_text(by_name[:10])
     expect(page.locator("#page-info")).to_have_text("1\u201310 of 12")
 
-    # A reload forgets the access token; the refresh token in sessionStorage restores the session.
-    before = tab.refresh_token()
+    # A reload forgets the access token; one refresh with the session cookie restores it.
+    tab.assert_no_token_readable()
+    before = tab.session_cookie()
     assert before
     page.reload()
     expect_logged_in(tab, "grace")
     expect(row_names(page)).to_have_text(by_name[:10])
-    assert tab.refresh_token() not in (None, before), "the refresh token rotates"
+    assert tab.session_cookie() not in (None, before), "the refresh token rotates"
+    tab.assert_no_token_readable()
 
     # Logging out ends the session on the service and in the tab; a reload stays logged out.
     page.get_by_role("button", name="Log out").click()
     expect_login_form(tab)
     expect(page.locator("#status")).to_have_text("You are logged out.")
     assert hash_of(page) == "/login"
-    assert tab.refresh_token() is None
-    assert [c[:3] for c in tab.calls if c[1] in ("/auth/logout", "/auth/revoke")] == [
-        ("POST", "/auth/logout", 204),
-        ("POST", "/auth/revoke", 200),
+    assert tab.session_cookie() is None
+    assert [c[:3] for c in tab.calls if c[0] == "DELETE" and c[1] == "/auth/session"] == [
+        ("DELETE", "/auth/session", 204),
     ]
     page.reload()
     expect_login_form(tab)
@@ -486,10 +525,10 @@ def test_person_registers_pages_persons_and_logs_out(gunicorn_server, create_adm
 
     # Too many failures: the 429 says until when, and the button counts down.
     for _ in range(5):
-        with page.expect_response("**/auth/token") as answer:
+        with page.expect_response("**/auth/session") as answer:
             log_in(tab, "mallory", "guessing-yet-another-password")
         assert answer.value.status == 400
-    with page.expect_response("**/auth/token") as answer:
+    with page.expect_response("**/auth/session") as answer:
         log_in(tab, "mallory", "guessing-yet-another-password")
     assert answer.value.status == 429
     alert = page.locator("#login-form [data-form-alert]")
@@ -662,7 +701,7 @@ def test_expired_access_token_is_refreshed_unnoticed(gunicorn_server, create_adm
     page = tab.page
 
     page.goto("/")
-    with page.expect_response("**/auth/token") as login_answer:
+    with page.expect_response("**/auth/session") as login_answer:
         log_in(tab, ADMIN, ADMIN_PASSWORD)
     issued = time.monotonic()
     assert login_answer.value.json()["expires_in"] == ttl
@@ -679,19 +718,19 @@ def test_expired_access_token_is_refreshed_unnoticed(gunicorn_server, create_adm
     expect(page.locator("#status")).to_be_empty()
     assert [c for c in tab.calls[calls_before:]] == [
         ("GET", "/persons", 401, None),
-        ("POST", "/auth/token", 200, "refresh_token"),
+        ("POST", "/auth/session/refresh", 200, None),
         ("GET", "/persons", 200, None),
     ]
 
     # When the refresh fails too (the session was revoked elsewhere), back to the login form.
-    revoked = requests.post(f"{base}/auth/revoke", json={"token": tab.refresh_token()}, timeout=30)
+    revoked = requests.post(f"{base}/auth/revoke", json={"token": tab.session_cookie()}, timeout=30)
     assert revoked.status_code == 200
     time.sleep(2.5)  # the contract: revocation reaches every worker within 2 s
     page.get_by_role("button", name="Previous").click()
     expect_login_form(tab)
     expect(page.locator("#alert")).to_have_text("Your session has ended. Please log in again.")
     assert tab.focused_id() == "login-username"
-    assert tab.refresh_token() is None
+    assert tab.session_cookie() is None
     tab.shot("08-error-session-ended")
     tab.assert_clean()
 
@@ -869,7 +908,7 @@ def test_account_page_changes_the_password_shows_activity_and_deletes(
         "The account carol was deleted, with its sessions and its activity."
     )
     assert hash_of(page) == "/login"
-    assert tab.refresh_token() is None
+    assert tab.session_cookie() is None
     log_in(tab, "carol", NEW_PASSWORD)
     expect(page.locator("#login-form [data-form-alert]")).to_have_text(
         "Wrong username or password."
@@ -885,3 +924,340 @@ def test_account_page_changes_the_password_shows_activity_and_deletes(
     expect_logged_in(tab, ADMIN)
     assert [c[2] for c in tab.calls if c[:2] == ("DELETE", "/users/me")] == [422, 204, 409]
     tab.assert_clean()
+
+
+# -- the cookie session, sessions and users (issue 11) -------------------------------------
+# A page on another loopback port: same site as the service (cookies go along), not same origin.
+ATTACKER_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>elsewhere</title><script src="/attack.js"></script></head>
+<body>
+<form id="refresh-form" method="post" action="{base}/auth/session/refresh"></form>
+<form id="login-form" method="post" action="{base}/auth/session">
+  <input name="username" value="mallory"><input name="password" value="guessing-a-password">
+</form>
+</body></html>
+"""
+ATTACKER_SCRIPT = """
+window.attack = async (base) => {
+  const outcomes = [];
+  for (const [method, path, headers] of [
+    ['POST', '/auth/session/refresh', {}],
+    ['POST', '/auth/session/refresh', { 'X-Requested-With': 'fetch' }],
+    ['DELETE', '/auth/session', {}],
+    ['DELETE', '/auth/session', { 'X-Requested-With': 'fetch' }],
+  ]) {
+    try {
+      const answer = await fetch(base + path, { method, headers, credentials: 'include' });
+      outcomes.push(`${method} ${path} ${JSON.stringify(headers)}: ${answer.status}`);
+    } catch {
+      outcomes.push(`${method} ${path} ${JSON.stringify(headers)}: blocked`);
+    }
+  }
+  // no-cors: the browser sends a simple POST with the cookie and hides the answer from us.
+  for (const path of ['/auth/session/refresh', '/auth/session']) {
+    const options = { method: 'POST', mode: 'no-cors', credentials: 'include' };
+    const answer = await fetch(base + path, options);
+    outcomes.push(`POST ${path} no-cors: ${answer.type}`);
+  }
+  return outcomes;
+};
+"""
+
+
+@pytest.fixture
+def other_origin() -> Iterator[Callable[[str], str]]:
+    """Serve the attacker's page from another loopback port; returns its URL for a base URL."""
+    servers: list[ThreadingHTTPServer] = []
+
+    def serve(base: str) -> str:
+        files = {
+            "/": ("text/html", ATTACKER_PAGE.format(base=base)),
+            "/attack.js": ("text/javascript", ATTACKER_SCRIPT),
+        }
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                kind, text = files.get(self.path, ("text/plain", "not found"))
+                body = text.encode()
+                self.send_response(200 if self.path in files else 404)
+                self.send_header("Content-Type", f"{kind}; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}/"
+
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def refreshes(tab: Tab) -> list[int]:
+    """The statuses of this tab's cookie refreshes so far."""
+    return [c[2] for c in tab.calls if c[:2] == ("POST", "/auth/session/refresh")]
+
+
+def reload_at_once(tabs: list[Tab], username: str) -> list[list[int]]:
+    """Reload tabs of one browser so that their cookie refreshes reach the service together;
+    each must stay logged in. Returns each tab's refresh statuses of the reload."""
+    before = [len(refreshes(tab)) for tab in tabs]
+    held = []
+
+    def hold(route) -> None:
+        held.append(route)
+        if len(held) == len(tabs):
+            for waiting in held:
+                waiting.continue_()
+        elif len(held) > len(tabs):
+            route.continue_()  # the one retry after a lost race
+
+    context = tabs[0].context
+    context.route("**/auth/session/refresh", hold)
+    try:
+        for tab in tabs:
+            tab.page.reload(wait_until="commit")
+        for tab in tabs:
+            expect_logged_in(tab, username)
+            expect(tab.page.locator("#alert")).to_be_empty()
+    finally:
+        context.unroute("**/auth/session/refresh", hold)
+    statuses = [refreshes(tab)[start:] for tab, start in zip(tabs, before, strict=True)]
+    for each in statuses:
+        assert each in ([200], [429, 200]), statuses
+    return statuses
+
+
+def test_cookie_session_two_tabs_and_other_origins(gunicorn_server, open_tab, other_origin):
+    base = gunicorn_server({"TOKENAUTH_REFRESH_REUSE_INTERVAL": str(REUSE_INTERVAL)})
+    created = requests.post(
+        f"{base}/users", json={"username": "tess", "password": PASSWORD}, timeout=30
+    )
+    assert created.status_code == 201, created.text
+    first = open_tab(base, "tab-one")
+    second = open_tab(base, "tab-two", context=first.context)  # a second tab of one browser
+
+    # Logged out, the one cookie refresh at start finds no session: the login form, no message.
+    first.page.goto("/")
+    expect_login_form(first)
+    expect(first.page.locator("#alert")).to_be_empty()
+    assert refreshes(first) == [401]
+    with first.page.expect_response("**/auth/session") as login_answer:
+        log_in(first, "tess", PASSWORD)
+    assert login_answer.value.status == 200
+    expect_logged_in(first, "tess")
+    first.assert_no_token_readable()
+    assert first.session_cookie()
+
+    # The second tab finds the session through the cookie.
+    second.page.goto("/")
+    expect_logged_in(second, "tess")
+    assert refreshes(second) == [200]
+    second.assert_no_token_readable()
+
+    # Both tabs reloaded at once: their two refreshes of one cookie reach the service together.
+    # The service's reuse window (or its 429 Retry-After 1, retried) keeps both logged in.
+    together = reload_at_once([first, second], "tess")
+    print(f"2 tabs refreshing at once: {together}")
+    # Four tabs at once: a lost race (429) is likelier; it is retried once, and all stay in.
+    more = [open_tab(base, f"tab-{n}", context=first.context) for n in (3, 4)]
+    for tab in more:
+        tab.page.goto("/")
+        expect_logged_in(tab, "tess")
+    together = reload_at_once([first, second, *more], "tess")
+    print(f"4 tabs refreshing at once: {together}")
+    for tab in more:
+        tab.assert_no_token_readable()
+        tab.assert_clean()
+        tab.page.close()
+    # Both keep working, each through the account page's API calls.
+    for tab in (first, second):
+        tab.page.get_by_role("link", name="Account").click()
+        expect(tab.page.locator("#sessions-list li")).to_have_count(1)
+        expect_logged_in(tab, "tess")
+        tab.assert_no_token_readable()
+
+    # Another origin posts to the cookie routes with the browser's cookie: refused, nothing changed.
+    cookie = first.session_cookie()
+    attacker = first.context.new_page()
+    seen: list[tuple[str, str, int]] = []
+    attacker.on(
+        "response",
+        lambda r: seen.append((r.request.method, urlsplit(r.url).path, r.status)),
+    )
+    attacker.goto(other_origin(base))
+    outcomes = attacker.evaluate("(base) => window.attack(base)", base)
+    assert outcomes == [
+        "POST /auth/session/refresh {}: blocked",
+        'POST /auth/session/refresh {"X-Requested-With":"fetch"}: blocked',
+        "DELETE /auth/session {}: blocked",
+        'DELETE /auth/session {"X-Requested-With":"fetch"}: blocked',
+        "POST /auth/session/refresh no-cors: opaque",
+        "POST /auth/session no-cors: opaque",
+    ]
+    # What the service answered the requests whose answers the browser showed (not to the
+    # attacker, who got opaque ones): 403 each.
+    assert [s for s in seen if s[1].startswith("/auth/")] == [
+        ("POST", "/auth/session/refresh", 403),
+        ("POST", "/auth/session", 403),
+    ]
+    for form in ("#refresh-form", "#login-form"):
+        attacker.goto(other_origin(base))
+        with attacker.expect_navigation() as navigation:
+            attacker.locator(form).evaluate("(f) => f.submit()")
+        assert navigation.value.status == 403
+    attacker.close()
+    assert first.session_cookie() == cookie, "refused requests change nothing"
+    first.page.reload()
+    expect_logged_in(first, "tess")
+    first.assert_no_token_readable()
+    second.assert_no_token_readable()
+
+    # Logging out in one tab ends the session: the other tab's next refresh finds none.
+    first.page.get_by_role("button", name="Log out").click()
+    expect_login_form(first)
+    assert first.session_cookie() is None
+    second.page.reload()
+    expect_login_form(second)
+
+    # After the reuse interval, a replayed old cookie value is reuse: the whole session ends,
+    # the newest cookie with it.
+    log_in(first, "tess", PASSWORD)
+    expect_logged_in(first, "tess")
+    old = first.session_cookie()
+    (stored,) = [c for c in first.context.cookies() if c["name"] == SESSION_COOKIE]
+    first.page.reload()
+    expect_logged_in(first, "tess")
+    newest = first.session_cookie()
+    assert newest not in (None, old)
+    time.sleep(REUSE_INTERVAL + 0.5)
+    for replayed in (old, newest):
+        first.context.add_cookies([{**stored, "value": replayed}])
+        with first.page.expect_response("**/auth/session/refresh") as answer:
+            first.page.reload()
+        assert answer.value.status == 401
+        expect_login_form(first)
+        assert first.session_cookie() is None
+    for tab in (first, second):
+        tab.assert_clean()
+
+
+def test_sessions_view_and_admin_users_view(gunicorn_server, create_admin, open_tab):
+    base = gunicorn_server()
+    create_admin()
+    created = requests.post(
+        f"{base}/users", json={"username": "alice", "password": PASSWORD}, timeout=30
+    )
+    assert created.status_code == 201, created.text
+    laptop = open_tab(base, "laptop", user_agent=CHROME)
+    phone = open_tab(base, "phone", user_agent=FIREFOX)
+    for tab in (laptop, phone):
+        tab.page.goto("/")
+        log_in(tab, "alice", PASSWORD)
+        expect_logged_in(tab, "alice")
+    expect(laptop.page.locator("#nav-users")).to_be_hidden()  # not an admin
+
+    # The laptop's Sessions section lists both, marks its own, and ends the phone's.
+    page = laptop.page
+    page.get_by_role("link", name="Account").click()
+    items = page.locator("#sessions-list li")
+    expect(items).to_have_count(2)
+    expect(items.filter(has_text="This session")).to_contain_text("Chrome 131 on Linux")
+    expect(items.filter(has_text="Firefox 133 on Windows")).to_contain_text("from 127.0.0.1")
+    laptop.shot("20-sessions")
+    page.set_viewport_size(PHONE)
+    assert_fits(page, PHONE["width"])
+    laptop.shot("20-sessions-phone")
+    page.set_viewport_size(DESKTOP)
+    page.get_by_role("button", name="End the session on Firefox 133 on Windows").click()
+    expect(page.locator("#toast")).to_have_text(
+        "Ended the session on Firefox 133 on Windows. It is signed out at its next request."
+    )
+    expect(items).to_have_count(1)
+    assert_back_at_login_on_next_call(phone)
+
+    # "End all other sessions", after the phone signed in again.
+    log_in(phone, "alice", PASSWORD)
+    expect_logged_in(phone, "alice")
+    page.reload()
+    expect(items).to_have_count(2)
+    page.get_by_role("button", name="End all other sessions").click()
+    expect(page.locator("#toast")).to_have_text("Ended every other session. This one goes on.")
+    expect(items).to_have_count(1)
+    expect(page.get_by_role("button", name="End all other sessions")).to_be_hidden()
+    assert_back_at_login_on_next_call(phone)
+
+    # The admin's Users view: disabling alice sends her open page back to the login form.
+    admin = open_tab(base, "admin")
+    admin.page.goto("/")
+    log_in(admin, ADMIN, ADMIN_PASSWORD)
+    expect_logged_in(admin, ADMIN)
+    admin.page.get_by_role("link", name="Users").click()
+    expect(admin.page).to_have_url(re.compile(r"#/users$"))
+    rows = admin.page.locator("#users-body tr")
+    expect(rows).to_have_count(2)  # in id order, which need not be creation order
+    assert sorted(rows.locator("td.name").all_text_contents()) == sorted([ADMIN, "alice"])
+    alice_row = rows.filter(has_text="alice")
+    expect(alice_row.locator("td.status")).to_have_text("Active")
+    admin.page.get_by_role("button", name="Disable alice").click()
+    expect(alice_row.locator("td.status")).to_have_text("Disabled")
+    expect(admin.page.locator("#toast")).to_have_text(
+        "Disabled alice: every session ended, and signing in is refused."
+    )
+    admin.shot("21-users")
+    admin.page.set_viewport_size(PHONE)  # the rows turn into labelled cards
+    assert_fits(admin.page, PHONE["width"])
+    admin.shot("22-users-phone")
+    admin.page.set_viewport_size(DESKTOP)
+    assert_back_at_login_on_next_call(laptop)
+    log_in(laptop, "alice", PASSWORD)
+    expect(page.locator("#login-form [data-form-alert]")).to_have_text(
+        "Wrong username or password."
+    )
+
+    # The last active admin cannot disable itself: the service's reason, as a sentence.
+    admin.page.get_by_role("button", name=f"Disable {ADMIN}").click()
+    expect(admin.page.locator("#toast-alert")).to_have_text(
+        f"{ADMIN} was not changed. The last active admin cannot do this; make another admin first."
+    )
+    expect(rows.filter(has_text=ADMIN).locator("td.status")).to_have_text("Active")
+
+    # Enabled again, alice signs in; the admin's "End sessions" signs her out again.
+    admin.page.get_by_role("button", name="Enable alice").click()
+    expect(alice_row.locator("td.status")).to_have_text("Active")
+    log_in(laptop, "alice", PASSWORD)
+    expect_logged_in(laptop, "alice")
+    admin.page.get_by_role("button", name="End the sessions of alice").click()
+    expect(admin.page.locator("#toast")).to_have_text(
+        "Ended every session of alice. They are signed out at their next request."
+    )
+    assert_back_at_login_on_next_call(laptop)
+
+    # A non-admin typing #/users gets the persons page.
+    log_in(laptop, "alice", PASSWORD)
+    expect_logged_in(laptop, "alice")
+    page.goto("/#/users")
+    expect(page.locator("#persons-heading")).to_be_visible()
+    expect(page.locator("#users-page")).to_be_hidden()
+    for tab in (laptop, phone, admin):
+        tab.assert_no_token_readable()
+        tab.assert_clean()
+
+
+def assert_back_at_login_on_next_call(tab: Tab) -> None:
+    """After the contract's 2 s for an ended session to stop everywhere, the tab's next call
+    (a move to its other page) brings the login form within 2 s."""
+    time.sleep(2.5)
+    other = "Persons" if hash_of(tab.page) == "/account" else "Account"
+    tab.page.get_by_role("link", name=other).click()
+    started = time.monotonic()
+    expect(tab.page.locator("#login-form")).to_be_visible(timeout=2_000)
+    expect_login_form(tab)
+    expect(tab.page.locator("#alert")).to_have_text("Your session has ended. Please log in again.")
+    print(f"{tab.name}: login form {time.monotonic() - started:.2f} s after its next call")

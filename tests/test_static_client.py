@@ -109,6 +109,26 @@ def module_graph(entry: str) -> set[str]:
     return found
 
 
+def test_the_client_keeps_no_token_where_scripts_can_read_it():
+    # The cookie flow only: no grant, revoke or bearer logout calls, no token storage.
+    sources = {path.name: path.read_text(encoding="utf-8") for path in PUBLIC.glob("*.js")}
+    for name, text in sources.items():
+        for banned in (
+            "/auth/token",
+            "/auth/revoke",
+            "/auth/logout",
+            "localStorage",
+            "document.cookie",
+        ):
+            assert banned not in text, f"{name} mentions {banned}"
+    # sessionStorage keeps the persons list's page cursors, nothing else.
+    assert [name for name, text in sources.items() if "sessionStorage" in text] == [
+        "view-persons.js"
+    ]
+    assert "'/auth/session/refresh'" in sources["api.js"]
+    assert "'X-Requested-With'" in sources["api.js"]
+
+
 def test_the_page_preloads_every_module_of_its_one_entry_module():
     html = (PUBLIC / "index.html").read_text(encoding="utf-8")
     entries = re.findall(r'<script type="module" src="([^"]+)"></script>', html)
