@@ -593,8 +593,12 @@ class Accounts:
         *,
         roles: Iterable[str] = ("user",),
         address: str | None = None,
+        email: dict[str, Any] | None = None,
     ) -> dict:
-        """Create a user (counted against `address` when given); store.Conflict if taken."""
+        """Create a user (counted against `address` when given); store.Conflict if taken.
+
+        `email` holds the stored fields of the user's address, when one was given.
+        """
         problems = self.registration_problems({"username": username, "password": password})
         if problems:
             raise InvalidInput(problems)
@@ -608,6 +612,7 @@ class Accounts:
             password_hash=self.hasher.hash(normalize(password)),
             roles=roles,
             now=self.clock(),
+            email=email,
         )
 
     def authenticate(
@@ -698,6 +703,12 @@ class Accounts:
         if version is None:
             raise InvalidInput([("username", "no longer exists")])
         return version
+
+    def check_current_password(self, user: dict[str, Any], current: str, *, address: str) -> None:
+        """InvalidInput unless `current` is the user's password (a failure counts as a login's)."""
+        problems = self._current_password_problems(user, current, address=address)
+        if problems:
+            raise InvalidInput(problems)
 
     def check_deletion(self, user: dict[str, Any], current: str, *, address: str) -> None:
         """InvalidInput for a wrong current password; LastAdmin when no admin would be left."""

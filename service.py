@@ -27,8 +27,10 @@ from config import Config
 from errors import ConfigError, InvalidInput, Unavailable
 from events import EventLog
 from keys import KeyRing
+from mail import Outbox
 from oauth import CookieRefresh, CookieSession, Introspection, Jwks, Metadata, Revocation, Tokens
 from passwords import MAX_LENGTH, PasswordHasher
+from recovery import EmailAddresses
 from throttle import LoginThrottle, RegistrationThrottle
 from web import (
     CORS,
@@ -60,22 +62,41 @@ class Users:
 
     public_methods = frozenset({"POST"})
 
-    def __init__(self, accounts: Accounts, store: store_module.Store, events: EventLog) -> None:
+    def __init__(
+        self,
+        accounts: Accounts,
+        addresses: EmailAddresses,
+        store: store_module.Store,
+        events: EventLog,
+    ) -> None:
         self.accounts = accounts
+        self.addresses = addresses
         self.store = store
         self.events = events
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """Register a user."""
-        body = read_body(req, "Registration", form=True, rules=self.accounts.registration_problems)
+        """Register a user; an address given is mailed its verification code."""
+        body = read_body(req, "Registration", form=True, rules=self._problems)
         address = req.context.address
-        user = self.accounts.register(body["username"], body["password"], address=address)
+        email, code = None, None
+        if body.get("email"):
+            email, code = self.addresses.unverified(body["email"])
+        user = self.accounts.register(
+            body["username"], body["password"], address=address, email=email
+        )
+        if code is not None:
+            self.addresses.send_code(user, code)
         self.events.record(
             "user_registered", user_id=user["id"], address=address, user_agent=req.user_agent
         )
         resp.status = falcon.HTTP_201
         resp.location = "/users/me"
         resp.media = public_user(user)
+
+    def _problems(self, body: dict[str, Any]) -> list[tuple[str, str]]:
+        return self.accounts.registration_problems(body) + self.addresses.registration_problems(
+            body
+        )
 
     @falcon.before(require_admin)
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -326,6 +347,55 @@ class Password:
         resp.status = falcon.HTTP_204
 
 
+class MyEmail:
+    """PUT /users/me/email: a new address (after the current password), verified by a code."""
+
+    def __init__(
+        self, store: store_module.Store, addresses: EmailAddresses, events: EventLog
+    ) -> None:
+        self.store = store
+        self.addresses = addresses
+        self.events = events
+
+    def on_put(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Set the caller's address: 202, the code mailed to it, the old address told."""
+        body = read_body(req, "EmailChange")
+        claims = req.context.claims
+        user = _caller(self.store, claims)
+        after = self.addresses.change(
+            user, body["email"], body["current_password"], address=req.context.address
+        )
+        self.events.record(
+            "email_changed",
+            user_id=user["id"],
+            address=req.context.address,
+            user_agent=req.user_agent,
+        )
+        resp.status = falcon.HTTP_202
+        resp.media = public_user(after)
+
+    def on_post_verify(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Verify the caller's address with the code mailed to it."""
+        body = read_body(req, "EmailVerification")
+        user = _caller(self.store, req.context.claims)
+        self.addresses.verify(user, body["code"], address=req.context.address)
+        self.events.record(
+            "email_verified",
+            user_id=user["id"],
+            address=req.context.address,
+            user_agent=req.user_agent,
+        )
+        resp.status = falcon.HTTP_204
+
+
+def _caller(store: store_module.Store, claims: dict[str, Any]) -> dict[str, Any]:
+    """The user of the access token; 404 when the account is gone."""
+    user = store.find_user(claims["sub"])
+    if user is None:
+        raise falcon.HTTPNotFound(description="The user of this token no longer exists")
+    return user
+
+
 class Verify:
     """GET /auth/verify: forward-auth for reverse proxies, no database round trip."""
 
@@ -495,6 +565,8 @@ class Components:
     refresher: BackgroundRefresher
     clock: Clock
     events: EventLog
+    outbox: Outbox
+    addresses: EmailAddresses
 
 
 def database_uri(config: Config) -> str:
@@ -540,6 +612,25 @@ def build_components(
     )
     registrations = RegistrationThrottle(store, limit=config.registration_limit, clock=clock)
     events = EventLog(store, retention_days=config.event_retention, clock=clock)
+    accounts = Accounts(
+        store,
+        PasswordHasher(),
+        logins,
+        password_min_length=config.password_min_length,
+        registrations=registrations,
+        clock=clock,
+        events=events,
+    )
+    outbox = Outbox(
+        store,
+        sender=config.mail_from,
+        service_name=config.service_name,
+        issuer=config.issuer,
+        clock=clock,
+    )
+    addresses = EmailAddresses(
+        store, accounts, logins, outbox, required=config.require_email, clock=clock
+    )
     return Components(
         config=config,
         store=store,
@@ -560,18 +651,12 @@ def build_components(
             clock=clock,
             events=events,
         ),
-        accounts=Accounts(
-            store,
-            PasswordHasher(),
-            logins,
-            password_min_length=config.password_min_length,
-            registrations=registrations,
-            clock=clock,
-            events=events,
-        ),
+        accounts=accounts,
         refresher=refresher,
         clock=clock,
         events=events,
+        outbox=outbox,
+        addresses=addresses,
     )
 
 
@@ -634,7 +719,7 @@ def create_app(
         app.add_error_handler(exception, handler)
 
     persons = Persons(c.store, c.clock)
-    app.add_route("/users", Users(c.accounts, c.store, c.events))
+    app.add_route("/users", Users(c.accounts, c.addresses, c.store, c.events))
     app.add_route("/users/me", Me(c.store, c.accounts, c.sessions, c.events))
     app.add_route("/users/{user_id}", AdminUser(c.store, c.accounts, c.sessions, c.events))
     app.add_route("/users/{user_id}/sessions", AdminUserSessions(c.store, c.sessions, c.events))
@@ -643,6 +728,9 @@ def create_app(
     app.add_route("/users/me/sessions", my_sessions)
     app.add_route("/users/me/sessions/{sid}", my_sessions, suffix="item")
     app.add_route("/users/me/password", Password(c.accounts, c.sessions, c.events))
+    my_email = MyEmail(c.store, c.addresses, c.events)
+    app.add_route("/users/me/email", my_email)
+    app.add_route("/users/me/email/verify", my_email, suffix="verify")
     app.add_route("/auth/policy", Policy(config.password_min_length))
     app.add_route("/auth/token", Tokens(c.accounts, c.sessions, c.tokens, c.events))
     app.add_route("/auth/session", CookieSession(c.accounts, c.sessions, c.tokens, c.events))

@@ -55,6 +55,15 @@ def _translated(method: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
+def _taken_field(exc: mongo_errors.DuplicateKeyError) -> str:
+    """The public field a duplicate key error is about."""
+    key = (exc.details or {}).get("keyPattern") or {}
+    text = str(exc.details or exc)
+    if "email_key" in key or "email_key" in text:
+        return "email"
+    return "username"
+
+
 def object_id(value: str) -> ObjectId | None:
     """Parse a public id; None when it cannot be one of ours."""
     try:
@@ -164,6 +173,7 @@ class Store:
         self.revocations = db["revocations"]
         self.throttle = db["throttle"]
         self.events = db["events"]
+        self.outbox = db["outbox"]
 
     def close(self) -> None:
         """Close the client this store's database belongs to."""
@@ -174,6 +184,10 @@ class Store:
     def ensure_indexes(self) -> None:
         """Create the indexes the domain relies on (idempotent)."""
         self.users.create_index("username_key", unique=True, name="username_key_unique")
+        # Sparse: many users have no address; those that do have distinct ones.
+        self.users.create_index("email_key", unique=True, sparse=True, name="email_key_unique")
+        self.outbox.create_index([("state", 1), ("next_attempt_at", 1)])
+        self.outbox.create_index("user_id")
         self.sessions.create_index("user_id")
         self.sessions.create_index("expires_at", expireAfterSeconds=0)
         self.sessions.create_index("current", unique=True, sparse=True)
@@ -207,20 +221,59 @@ class Store:
         password_hash: str,
         roles: Iterable[str],
         now: dt.datetime,
+        email: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Insert a user; Conflict(field="username") when the name is taken."""
+        """Insert a user (with `email` fields when given); Conflict naming the field taken."""
         doc = {
             "username": username,
             "username_key": username_key,
             "password_hash": password_hash,
             "roles": list(roles),
             "created_at": now,
+            **(email or {}),
         }
         try:
             self.users.insert_one(doc)
-        except mongo_errors.DuplicateKeyError:
-            raise Conflict(field="username") from None
+        except mongo_errors.DuplicateKeyError as exc:
+            raise Conflict(field=_taken_field(exc)) from None
         return _public(doc)
+
+    @_translated
+    def find_user_by_email(self, email_key: str) -> dict[str, Any] | None:
+        """The user with this address (compared without regard to case), or None."""
+        return _public(self.users.find_one({"email_key": email_key}))
+
+    @_translated
+    def set_email(self, user_id: str, fields: dict[str, Any]) -> dict[str, Any] | None:
+        """Give the user a new, unverified address; the user before, None when none; Conflict."""
+        try:
+            doc = self.users.find_one_and_update(
+                {"_id": ObjectId(user_id)},
+                {"$set": fields},
+                return_document=ReturnDocument.BEFORE,
+            )
+        except mongo_errors.DuplicateKeyError as exc:
+            raise Conflict(field=_taken_field(exc)) from None
+        return _public(doc)
+
+    @_translated
+    def verify_email(self, user_id: str, code_hash: str, *, now: dt.datetime) -> bool:
+        """Mark the address verified if this is its live code, which then ends (single use)."""
+        result = self.users.update_one(
+            {
+                "_id": ObjectId(user_id),
+                "email_verification.code_hash": code_hash,
+                "email_verification.expires_at": {"$gt": now},
+            },
+            {"$set": {"email_verified": True}, "$unset": {"email_verification": ""}},
+        )
+        return result.modified_count == 1
+
+    # -- the outbox ----------------------------------------------------------------------
+    @_translated
+    def enqueue_mail(self, message: dict[str, Any]) -> None:
+        """Keep a message for the sender; it is durable once this returns."""
+        self.outbox.insert_one(dict(message))
 
     @_translated
     def find_user(self, user_id: str) -> dict[str, Any] | None:
@@ -282,6 +335,7 @@ class Store:
         if oid is None or self.users.delete_one({"_id": oid}).deleted_count != 1:
             return False
         self.events.delete_many({"user_id": user_id})
+        self.outbox.delete_many({"user_id": user_id, "state": "pending"})
         return True
 
     @_translated

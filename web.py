@@ -396,6 +396,9 @@ def public_user(user: dict[str, Any], *, admin_view: bool = False) -> dict[str, 
         "roles": user["roles"],
         "created_at": rfc3339(user["created_at"]),
     }
+    if user.get("email"):
+        shown["email"] = user["email"]
+        shown["email_verified"] = bool(user.get("email_verified"))
     if admin_view:
         shown["disabled"] = bool(user.get("disabled"))
     return shown

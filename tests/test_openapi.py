@@ -121,6 +121,8 @@ def test_every_route_of_the_table_in_api_md_is_documented():
         ("PATCH", "/users/{user_id}"),
         ("GET", "/users/{user_id}/sessions"),
         ("DELETE", "/users/{user_id}/sessions"),
+        ("PUT", "/users/me/email"),
+        ("POST", "/users/me/email/verify"),
         ("POST", "/auth/token"),
         ("POST", "/auth/session"),
         ("DELETE", "/auth/session"),
@@ -300,6 +302,27 @@ SCHEMA_EXAMPLES = [
         {"roles": ["root"]},
         422,
         "roles.0",
+    ),
+    (
+        "PUT",
+        "/users/me/email",
+        "EmailChange",
+        {"email": "root@example.org", "current_password": ADMIN_PASSWORD},
+        202,
+        {"email": "not an address", "current_password": ADMIN_PASSWORD},
+        422,
+        "email",
+    ),
+    # No code was mailed to an admin without an address: a well-formed code is wrong, 422.
+    (
+        "POST",
+        "/users/me/email/verify",
+        "EmailVerification",
+        {"code": "12345678"},
+        422,
+        {"code": 12345678},
+        422,
+        "code",
     ),
     # The only admin may not delete itself: the valid body gets the last-admin 409.
     (
