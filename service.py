@@ -27,7 +27,7 @@ from config import Config
 from errors import ConfigError, InvalidInput, Unavailable
 from events import EventLog
 from keys import KeyRing
-from mail import Outbox
+from mail import Outbox, Sender, transport_for
 from oauth import CookieRefresh, CookieSession, Introspection, Jwks, Metadata, Revocation, Tokens
 from passwords import MAX_LENGTH, PasswordHasher
 from recovery import EmailAddresses
@@ -567,6 +567,7 @@ class Components:
     events: EventLog
     outbox: Outbox
     addresses: EmailAddresses
+    sender: Sender
 
 
 def database_uri(config: Config) -> str:
@@ -657,6 +658,12 @@ def build_components(
         events=events,
         outbox=outbox,
         addresses=addresses,
+        sender=Sender(
+            store,
+            transport_for(config.smtp_url, config.data_dir),
+            interval=config.refresh_interval,
+            clock=clock,
+        ),
     )
 
 
@@ -682,6 +689,7 @@ class Service(falcon.App):
     def close(self) -> None:
         """Stop the background refresher and the database client."""
         self.components.refresher.stop()
+        self.components.sender.stop()
         self.components.store.close()
 
 
@@ -698,6 +706,7 @@ def create_app(
     c.refresher.run_once()
     if start_background:
         c.refresher.start()
+        c.sender.start()
 
     middleware = [RequestFacts(config.trusted_proxies), BodyLimit(), SecurityHeaders()]
     if config.cors_origins:

@@ -188,6 +188,7 @@ class Store:
         self.users.create_index("email_key", unique=True, sparse=True, name="email_key_unique")
         self.outbox.create_index([("state", 1), ("next_attempt_at", 1)])
         self.outbox.create_index("user_id")
+        self.outbox.create_index("expires_at", expireAfterSeconds=0)
         self.sessions.create_index("user_id")
         self.sessions.create_index("expires_at", expireAfterSeconds=0)
         self.sessions.create_index("current", unique=True, sparse=True)
@@ -274,6 +275,61 @@ class Store:
     def enqueue_mail(self, message: dict[str, Any]) -> None:
         """Keep a message for the sender; it is durable once this returns."""
         self.outbox.insert_one(dict(message))
+
+    @_translated
+    def claim_mail(
+        self, claim: str, *, now: dt.datetime, lease_until: dt.datetime
+    ) -> dict[str, Any] | None:
+        """Take one message due for sending, atomically: no other sender can take it too.
+
+        One conditional update on `state`: of two senders, only one finds it `pending` (or
+        `sending` past its lease, when the sender that took it died).
+        """
+        due = {
+            "$or": [
+                {"state": "pending", "next_attempt_at": {"$lte": now}},
+                {"state": "sending", "lease_until": {"$lt": now}},
+            ]
+        }
+        doc = self.outbox.find_one_and_update(
+            due,
+            {"$set": {"state": "sending", "claim": claim, "lease_until": lease_until}},
+            sort=[("next_attempt_at", pymongo.ASCENDING)],
+            return_document=ReturnDocument.AFTER,
+        )
+        return doc
+
+    @_translated
+    def mail_sent(self, mail_id: Any, claim: str, *, now: dt.datetime, keep: dt.timedelta) -> bool:
+        """Mark a claimed message sent (kept `keep` for the record, then gone by TTL)."""
+        result = self.outbox.update_one(
+            {"_id": mail_id, "state": "sending", "claim": claim},
+            {
+                "$set": {"state": "sent", "sent_at": now, "expires_at": now + keep},
+                "$unset": {"message": "", "lease_until": ""},
+            },
+        )
+        return result.modified_count == 1
+
+    @_translated
+    def mail_failed(self, mail_id: Any, claim: str, *, retry_at: dt.datetime, error: str) -> None:
+        """Give a claimed message back for another try at `retry_at`."""
+        self.outbox.update_one(
+            {"_id": mail_id, "state": "sending", "claim": claim},
+            {
+                "$set": {"state": "pending", "next_attempt_at": retry_at, "last_error": error},
+                "$unset": {"lease_until": ""},
+                "$inc": {"attempts": 1},
+            },
+        )
+
+    @_translated
+    def outbox_status(self) -> tuple[int, dt.datetime | None]:
+        """How many messages wait to be sent, and when the oldest of them was written."""
+        waiting = {"state": {"$in": ["pending", "sending"]}}
+        depth = self.outbox.count_documents(waiting)
+        oldest = self.outbox.find_one(waiting, sort=[("created_at", pymongo.ASCENDING)])
+        return depth, None if oldest is None else oldest["created_at"]
 
     @_translated
     def find_user(self, user_id: str) -> dict[str, Any] | None:
