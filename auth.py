@@ -694,13 +694,25 @@ class Accounts:
             return None
         return self.store.find_user_by_name(key)
 
-    def reset_password(self, user: dict[str, Any], new: str) -> int:
-        """An admin's reset: the policy checked, the credential version bumped; the new one."""
-        problems = self.password_problems(new, username=user["username"])
+    def reset_password(
+        self,
+        user: dict[str, Any],
+        new: str,
+        *,
+        field: str = "password",
+        expected_version: int | None = None,
+    ) -> int | None:
+        """A reset: the policy checked, the credential version bumped; the new one.
+
+        With `expected_version`, None when the password changed since (the reset is stale).
+        """
+        problems = self.password_problems(new, username=user["username"], field=field)
         if problems:
             raise InvalidInput(problems)
-        version = self.store.change_password_hash(user["id"], self.hasher.hash(normalize(new)))
-        if version is None:
+        version = self.store.change_password_hash(
+            user["id"], self.hasher.hash(normalize(new)), expected_version=expected_version
+        )
+        if version is None and expected_version is None:
             raise InvalidInput([("username", "no longer exists")])
         return version
 

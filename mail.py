@@ -72,8 +72,13 @@ class Outbox:
         self.issuer = issuer.rstrip("/")
         self.clock = clock
 
-    def send(self, *, to: str, subject: str, lines: list[str], user_id: str | None) -> None:
-        """Keep the message for delivery (durable once this returns); never sends here."""
+    def send(
+        self, *, to: str, subject: str, lines: list[str], user_id: str | None, keep: bool = True
+    ) -> None:
+        """Keep the message for delivery (durable once this returns); never sends here.
+
+        With `keep` false the same work is spent and nothing is kept to send (a decoy).
+        """
         message = compose(
             sender=self.sender,
             to=to,
@@ -93,6 +98,8 @@ class Outbox:
         }
         if user_id:
             doc["user_id"] = user_id
+        if not keep:
+            doc.update(to="", message=b"", state="dropped", expires_at=now)
         self.store.enqueue_mail(doc)
 
     def client_link(self, page: str, **params: str) -> str:
@@ -124,6 +131,39 @@ class Outbox:
                 f"The email address of the account {username} was changed, and this address"
                 " no longer receives its mail.",
                 "If you did not do this, reset your password and contact the administrator.",
+            ],
+            user_id=user_id,
+        )
+
+    def reset(
+        self, *, to: str, username: str, secret: str, ttl: int, user_id: str, keep: bool = True
+    ) -> None:
+        """The link and code that reset a password (`keep` false: a decoy, see send)."""
+        self.send(
+            to=to,
+            subject="reset your password",
+            lines=[
+                f"Someone asked to reset the password of the account {username}.",
+                "Open this page to choose a new password:",
+                self.client_link("reset", token=secret),
+                "Or enter this code on the page that resets passwords:",
+                secret,
+                f"The link and code work once, for {ttl // 60} minutes. If you did not ask"
+                " for this, ignore this mail: your password stays as it is.",
+            ],
+            user_id=user_id,
+            keep=keep,
+        )
+
+    def password_changed(self, *, to: str, username: str, user_id: str) -> None:
+        """Tell the owner that the password was reset."""
+        self.send(
+            to=to,
+            subject="your password was changed",
+            lines=[
+                f"The password of the account {username} was reset, and every session of it"
+                " was ended.",
+                "If you did not do this, reset it again at once and contact the administrator.",
             ],
             user_id=user_id,
         )

@@ -30,7 +30,7 @@ from keys import KeyRing
 from mail import Outbox, Sender, transport_for
 from oauth import CookieRefresh, CookieSession, Introspection, Jwks, Metadata, Revocation, Tokens
 from passwords import MAX_LENGTH, PasswordHasher
-from recovery import EmailAddresses
+from recovery import EmailAddresses, PasswordResets
 from throttle import LoginThrottle, RegistrationThrottle
 from web import (
     CORS,
@@ -388,6 +388,31 @@ class MyEmail:
         resp.status = falcon.HTTP_204
 
 
+class PasswordReset:
+    """POST /auth/password-reset asks for a reset mail; .../confirm sets the new password."""
+
+    public_methods = EVERY_METHOD
+
+    def __init__(self, resets: PasswordResets) -> None:
+        self.resets = resets
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """202 `{}` whether or not the account exists; a mail to a verified address only."""
+        body = read_body(req, "PasswordResetRequest")
+        self.resets.request(
+            username=body.get("username"), email=body.get("email"), address=req.context.address
+        )
+        resp.status = falcon.HTTP_202
+        resp.set_header("Cache-Control", "no-store")
+        resp.media = {}
+
+    def on_post_confirm(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Set the new password with the mailed secret: every session ends; not logged in."""
+        body = read_body(req, "PasswordResetConfirm")
+        self.resets.confirm(body["token"], body["new_password"], address=req.context.address)
+        resp.status = falcon.HTTP_204
+
+
 def _caller(store: store_module.Store, claims: dict[str, Any]) -> dict[str, Any]:
     """The user of the access token; 404 when the account is gone."""
     user = store.find_user(claims["sub"])
@@ -568,6 +593,7 @@ class Components:
     outbox: Outbox
     addresses: EmailAddresses
     sender: Sender
+    resets: PasswordResets
 
 
 def database_uri(config: Config) -> str:
@@ -632,6 +658,14 @@ def build_components(
     addresses = EmailAddresses(
         store, accounts, logins, outbox, required=config.require_email, clock=clock
     )
+    sessions = Sessions(
+        store,
+        revocations,
+        ttl=config.refresh_ttl,
+        reuse_interval=config.refresh_reuse_interval,
+        clock=clock,
+        events=events,
+    )
     return Components(
         config=config,
         store=store,
@@ -644,14 +678,7 @@ def build_components(
             clock=clock,
         ),
         revocations=revocations,
-        sessions=Sessions(
-            store,
-            revocations,
-            ttl=config.refresh_ttl,
-            reuse_interval=config.refresh_reuse_interval,
-            clock=clock,
-            events=events,
-        ),
+        sessions=sessions,
         accounts=accounts,
         refresher=refresher,
         clock=clock,
@@ -663,6 +690,9 @@ def build_components(
             transport_for(config.smtp_url, config.data_dir),
             interval=config.refresh_interval,
             clock=clock,
+        ),
+        resets=PasswordResets(
+            store, accounts, sessions, outbox, ttl=config.reset_ttl, clock=clock, events=events
         ),
     )
 
@@ -741,6 +771,9 @@ def create_app(
     app.add_route("/users/me/email", my_email)
     app.add_route("/users/me/email/verify", my_email, suffix="verify")
     app.add_route("/auth/policy", Policy(config.password_min_length))
+    reset = PasswordReset(c.resets)
+    app.add_route("/auth/password-reset", reset)
+    app.add_route("/auth/password-reset/confirm", reset, suffix="confirm")
     app.add_route("/auth/token", Tokens(c.accounts, c.sessions, c.tokens, c.events))
     app.add_route("/auth/session", CookieSession(c.accounts, c.sessions, c.tokens, c.events))
     app.add_route(

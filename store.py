@@ -174,6 +174,7 @@ class Store:
         self.throttle = db["throttle"]
         self.events = db["events"]
         self.outbox = db["outbox"]
+        self.resets = db["resets"]
 
     def close(self) -> None:
         """Close the client this store's database belongs to."""
@@ -189,6 +190,8 @@ class Store:
         self.outbox.create_index([("state", 1), ("next_attempt_at", 1)])
         self.outbox.create_index("user_id")
         self.outbox.create_index("expires_at", expireAfterSeconds=0)
+        self.resets.create_index("expires_at", expireAfterSeconds=0)
+        self.resets.create_index("user_id")
         self.sessions.create_index("user_id")
         self.sessions.create_index("expires_at", expireAfterSeconds=0)
         self.sessions.create_index("current", unique=True, sparse=True)
@@ -269,6 +272,23 @@ class Store:
             {"$set": {"email_verified": True}, "$unset": {"email_verification": ""}},
         )
         return result.modified_count == 1
+
+    # -- password resets ------------------------------------------------------------------
+    @_translated
+    def add_reset(self, record: dict[str, Any]) -> None:
+        """Keep a reset secret's hash (`_id`) until it is used or `expires_at` passes."""
+        self.resets.insert_one(dict(record))
+
+    @_translated
+    def find_reset(self, secret_hash: str, *, now: dt.datetime) -> dict[str, Any] | None:
+        """The live reset record of this secret, or None."""
+        return self.resets.find_one({"_id": secret_hash, "expires_at": {"$gt": now}})
+
+    @_translated
+    def use_reset(self, secret_hash: str, *, now: dt.datetime) -> bool:
+        """Consume the reset record, once: only one caller gets True."""
+        doc = self.resets.find_one_and_delete({"_id": secret_hash, "expires_at": {"$gt": now}})
+        return doc is not None
 
     # -- the outbox ----------------------------------------------------------------------
     @_translated
@@ -352,10 +372,20 @@ class Store:
         return result.modified_count == 1
 
     @_translated
-    def change_password_hash(self, user_id: str, new_hash: str) -> int | None:
-        """Set a new password hash and bump the credential version; the new version, or None."""
+    def change_password_hash(
+        self, user_id: str, new_hash: str, *, expected_version: int | None = None
+    ) -> int | None:
+        """Set a new password hash and bump the credential version; the new version, or None.
+
+        With `expected_version`, only while the credential version is still that one.
+        """
+        query: dict[str, Any] = {"_id": ObjectId(user_id)}
+        if expected_version == 0:
+            query["$or"] = [{"credential_version": 0}, {"credential_version": {"$exists": False}}]
+        elif expected_version is not None:
+            query["credential_version"] = expected_version
         user = self.users.find_one_and_update(
-            {"_id": ObjectId(user_id)},
+            query,
             {"$set": {"password_hash": new_hash}, "$inc": {"credential_version": 1}},
             projection={"credential_version": 1},
             return_document=ReturnDocument.AFTER,
@@ -392,6 +422,7 @@ class Store:
             return False
         self.events.delete_many({"user_id": user_id})
         self.outbox.delete_many({"user_id": user_id, "state": "pending"})
+        self.resets.delete_many({"user_id": user_id})
         return True
 
     @_translated

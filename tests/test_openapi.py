@@ -122,6 +122,8 @@ def test_every_route_of_the_table_in_api_md_is_documented():
         ("GET", "/users/{user_id}/sessions"),
         ("DELETE", "/users/{user_id}/sessions"),
         ("PUT", "/users/me/email"),
+        ("POST", "/auth/password-reset"),
+        ("POST", "/auth/password-reset/confirm"),
         ("POST", "/users/me/email/verify"),
         ("POST", "/auth/token"),
         ("POST", "/auth/session"),
@@ -323,6 +325,27 @@ SCHEMA_EXAMPLES = [
         {"code": 12345678},
         422,
         "code",
+    ),
+    (
+        "POST",
+        "/auth/password-reset",
+        "PasswordResetRequest",
+        {"username": "root-admin"},
+        202,
+        {"username": "root-admin", "email": "root@example.org"},
+        422,
+        "body",
+    ),
+    # A token nobody was mailed is refused with 400.
+    (
+        "POST",
+        "/auth/password-reset/confirm",
+        "PasswordResetConfirm",
+        {"token": "not-a-mailed-token", "new_password": "a-fresh-and-long-passphrase"},
+        400,
+        {"token": "not-a-mailed-token"},
+        422,
+        "new_password",
     ),
     # The only admin may not delete itself: the valid body gets the last-admin 409.
     (
