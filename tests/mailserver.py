@@ -99,17 +99,19 @@ class SmtpServer:
         """TOKENAUTH_SMTP_URL for this server, with its login."""
         return f"smtp://{USER}:{SECRET}@127.0.0.1:{self.port}"
 
-    def start(self) -> None:
-        """Listen (again) on the same port."""
+    def start(self, *, implicit_tls: bool = False) -> None:
+        """Listen (again) on the same port: STARTTLS, or TLS from the first byte (smtps)."""
+        tls = {"ssl_context": self.tls} if implicit_tls else {"tls_context": self.tls}
         self.controller = Controller(
             _Collect(self),
             hostname="127.0.0.1",
             port=self.port,
-            tls_context=self.tls,
-            require_starttls=True,
+            require_starttls=not implicit_tls,
             authenticator=_authenticate,
-            auth_require_tls=True,
+            # aiosmtpd counts only STARTTLS as TLS: under smtps the whole session already is.
+            auth_require_tls=not implicit_tls,
             ready_timeout=10,
+            **tls,
         )
         self.controller.start()
 

@@ -37,6 +37,17 @@ def test_the_sender_delivers_over_starttls_with_login_once(make_app, make_config
     assert len(smtp_server.messages_to("alice@example.org")) == 1
 
 
+def test_smtps_delivers_over_implicit_tls_with_login(smtp_server):
+    smtp_server.stop()
+    smtp_server.start(implicit_tls=True)
+    url = smtp_server.url.replace("smtp://", "smtps://")
+    SmtpTransport(url).deliver(
+        "auth@example.org", "alice@example.org", b"Subject: over smtps\r\n\r\nhello\r\n"
+    )
+    [message] = smtp_server.wait_for("alice@example.org")
+    assert message["Subject"] == "over smtps"
+
+
 def test_an_untrusted_certificate_is_refused_and_the_mail_waits(
     make_app, make_config, smtp_server, db, monkeypatch
 ):
