@@ -207,3 +207,13 @@ def test_known_and_unknown_accounts_take_comparable_time(app, db):
     print(f"reset medians: known verified {known * 1000:.2f} ms, unknown {unknown * 1000:.2f} ms")
     assert max(known, unknown) <= 2 * min(known, unknown), (known, unknown)
     assert len(messages(db, "alice@example.org", "reset your password")) == 12
+
+
+def test_a_disabled_account_gets_no_reset_mail(app, db):
+    verified_user(app, db)
+    db.users.update_one({"username": "alice"}, {"$set": {"disabled": True}})
+    assert (ask(app, username="alice").status_int, ask(app, username="nobody").status_int) == (
+        202,
+        202,
+    )
+    assert messages(db, "alice@example.org", "reset your password") == []
