@@ -593,8 +593,12 @@ class Accounts:
         *,
         roles: Iterable[str] = ("user",),
         address: str | None = None,
+        email: dict[str, Any] | None = None,
     ) -> dict:
-        """Create a user (counted against `address` when given); store.Conflict if taken."""
+        """Create a user (counted against `address` when given); store.Conflict if taken.
+
+        `email` holds the stored fields of the user's address, when one was given.
+        """
         problems = self.registration_problems({"username": username, "password": password})
         if problems:
             raise InvalidInput(problems)
@@ -608,6 +612,7 @@ class Accounts:
             password_hash=self.hasher.hash(normalize(password)),
             roles=roles,
             now=self.clock(),
+            email=email,
         )
 
     def authenticate(
@@ -689,15 +694,33 @@ class Accounts:
             return None
         return self.store.find_user_by_name(key)
 
-    def reset_password(self, user: dict[str, Any], new: str) -> int:
-        """An admin's reset: the policy checked, the credential version bumped; the new one."""
-        problems = self.password_problems(new, username=user["username"])
+    def reset_password(
+        self,
+        user: dict[str, Any],
+        new: str,
+        *,
+        field: str = "password",
+        expected_version: int | None = None,
+    ) -> int | None:
+        """A reset: the policy checked, the credential version bumped; the new one.
+
+        With `expected_version`, None when the password changed since (the reset is stale).
+        """
+        problems = self.password_problems(new, username=user["username"], field=field)
         if problems:
             raise InvalidInput(problems)
-        version = self.store.change_password_hash(user["id"], self.hasher.hash(normalize(new)))
-        if version is None:
+        version = self.store.change_password_hash(
+            user["id"], self.hasher.hash(normalize(new)), expected_version=expected_version
+        )
+        if version is None and expected_version is None:
             raise InvalidInput([("username", "no longer exists")])
         return version
+
+    def check_current_password(self, user: dict[str, Any], current: str, *, address: str) -> None:
+        """InvalidInput unless `current` is the user's password (a failure counts as a login's)."""
+        problems = self._current_password_problems(user, current, address=address)
+        if problems:
+            raise InvalidInput(problems)
 
     def check_deletion(self, user: dict[str, Any], current: str, *, address: str) -> None:
         """InvalidInput for a wrong current password; LastAdmin when no admin would be left."""

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import embedded
@@ -14,6 +15,7 @@ from config import Config
 from errors import ConfigError, Conflict, InvalidInput, LastAdmin, Unavailable
 from events import describe_device, log_event
 from keys import KeyRing
+from mail import latest_messages
 from service import Components, build_components
 
 
@@ -47,6 +49,12 @@ def parser() -> argparse.ArgumentParser:
     ):
         commands.add_parser(name, help=text).add_argument("username")
     commands.add_parser("rotate-key", help="make a new signing key current")
+    mail = commands.add_parser(
+        "mail", help="the latest messages of the local Maildir (no SMTP configured)"
+    )
+    mail.add_argument(
+        "--status", action="store_true", help="outbox depth and the age of its oldest message"
+    )
     return top
 
 
@@ -62,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         config = Config.from_env()
         # Keys are checked for every command, so a broken key shows before the service starts.
         ring = KeyRing(config.keys_dir, config.signing_alg, access_ttl=config.access_ttl).load()
+        if args.command == "mail" and not args.status:
+            print("\n".join(maildir_lines(config)))
+            return 0
         if args.command == "rotate-key":
             kid = ring.rotate()
             print(f"new signing key {kid}; older keys verify until their tokens expire")
@@ -133,6 +144,34 @@ def sessions(c: Components, args: argparse.Namespace, password: str | None) -> l
     return [_session_line(s) for s in c.sessions.live(user["id"])]
 
 
+def maildir_lines(config: Config) -> list[str]:
+    """The latest messages of the Maildir the service writes to without SMTP."""
+    path = Path(config.data_dir) / "mail"
+    if config.smtp_url:
+        return ["mail goes to TOKENAUTH_SMTP_URL; there is no local Maildir"]
+    messages = latest_messages(path)
+    if not messages:
+        return [f"no mail in {path}"]
+    lines: list[str] = []
+    for message in messages:
+        lines += [
+            f"Date: {message['Date']}",
+            f"To: {message['To']}",
+            f"Subject: {message['Subject']}",
+            "",
+            message.get_body(("plain",)).get_content().rstrip(),
+            "",
+        ]
+    return lines
+
+
+def mail_status(c: Components, args: argparse.Namespace, password: str | None) -> list[str]:
+    """The outbox: how many messages wait and how long the oldest has."""
+    depth, oldest = c.store.outbox_status()
+    age = 0 if oldest is None else int((c.clock() - oldest).total_seconds())
+    return [f"outbox depth {depth}, oldest {age} s"]
+
+
 def _session_line(session: dict[str, Any]) -> str:
     created = session["created_at"].isoformat(timespec="seconds").replace("+00:00", "Z")
     used = (session.get("last_used_at") or session["created_at"]).isoformat(timespec="seconds")
@@ -157,6 +196,7 @@ COMMANDS = {
     "disable-user": disable_user,
     "enable-user": enable_user,
     "sessions": sessions,
+    "mail": mail_status,
 }
 
 

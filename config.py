@@ -39,6 +39,14 @@ class Config:
     event_retention: int = 90
     # Seconds in which the refresh token just rotated may be presented again (0: never).
     refresh_reuse_interval: int = 10
+    # Registration needs an email address.
+    require_email: bool = False
+    # Where mail goes: smtp:// or smtps://; unset, a Maildir under data_dir/mail.
+    smtp_url: str | None = None
+    mail_from: str = "tokenauth@localhost"
+    service_name: str = "tokenauth"
+    # Seconds a password-reset secret lives.
+    reset_ttl: int = 1800
     # Not in the environment: how long a request waits for MongoDB before answering 503.
     db_timeout_ms: int = 2000
     # Not in the environment: how often each worker polls revocations and keys.
@@ -60,6 +68,9 @@ class Config:
         _require_range("TOKENAUTH_REGISTRATION_LIMIT", self.registration_limit, 1, 1_000_000)
         _require_range("TOKENAUTH_EVENT_RETENTION", self.event_retention, 1, 3650)
         _require_range("TOKENAUTH_REFRESH_REUSE_INTERVAL", self.refresh_reuse_interval, 0, 300)
+        _require_range("TOKENAUTH_RESET_TTL", self.reset_ttl, 60, 604_800)
+        if self.smtp_url is not None and not self.smtp_url.startswith(("smtp://", "smtps://")):
+            raise ConfigError("TOKENAUTH_SMTP_URL", "must start with smtp:// or smtps://")
         for proxy in self.trusted_proxies:
             try:
                 ipaddress.ip_network(proxy, strict=False)
@@ -93,6 +104,16 @@ class Config:
             except ValueError:
                 raise ConfigError(PREFIX + name, f"not an integer: {value!r}") from None
 
+        def boolean(name: str) -> bool | None:
+            value = text(name)
+            if value is None:
+                return None
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ConfigError(PREFIX + name, f"not true or false: {value!r}")
+
         values: dict[str, object] = {
             "mongodb_uri": text("MONGODB_URI"),
             "db_name": text("DB_NAME"),
@@ -110,6 +131,11 @@ class Config:
             "registration_limit": integer("REGISTRATION_LIMIT"),
             "event_retention": integer("EVENT_RETENTION"),
             "refresh_reuse_interval": integer("REFRESH_REUSE_INTERVAL"),
+            "require_email": boolean("REQUIRE_EMAIL"),
+            "smtp_url": text("SMTP_URL"),
+            "mail_from": text("MAIL_FROM"),
+            "service_name": text("SERVICE_NAME"),
+            "reset_ttl": integer("RESET_TTL"),
         }
         proxies = text("TRUSTED_PROXIES")
         if proxies:

@@ -77,3 +77,7 @@ class InvalidToken(TokenauthError):
 
 class RevocationsStale(TokenauthError):
     """This worker could not refresh its revocation set lately: it must not trust it."""
+
+
+class ResetRefused(TokenauthError):
+    """A password-reset secret that is unknown, expired, used, or outdated by a change."""

@@ -24,6 +24,9 @@ USER_EVENTS = frozenset(
         "session_revoked",
         "session_ended",
         "refresh_reuse_detected",
+        "email_changed",
+        "email_verified",
+        "password_reset",
     }
 )
 MAX_USER_AGENT = 512

@@ -27,8 +27,10 @@ from config import Config
 from errors import ConfigError, InvalidInput, Unavailable
 from events import EventLog
 from keys import KeyRing
+from mail import Outbox, Sender, transport_for
 from oauth import CookieRefresh, CookieSession, Introspection, Jwks, Metadata, Revocation, Tokens
 from passwords import MAX_LENGTH, PasswordHasher
+from recovery import EmailAddresses, PasswordResets
 from throttle import LoginThrottle, RegistrationThrottle
 from web import (
     CORS,
@@ -60,22 +62,41 @@ class Users:
 
     public_methods = frozenset({"POST"})
 
-    def __init__(self, accounts: Accounts, store: store_module.Store, events: EventLog) -> None:
+    def __init__(
+        self,
+        accounts: Accounts,
+        addresses: EmailAddresses,
+        store: store_module.Store,
+        events: EventLog,
+    ) -> None:
         self.accounts = accounts
+        self.addresses = addresses
         self.store = store
         self.events = events
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """Register a user."""
-        body = read_body(req, "Registration", form=True, rules=self.accounts.registration_problems)
+        """Register a user; an address given is mailed its verification code."""
+        body = read_body(req, "Registration", form=True, rules=self._problems)
         address = req.context.address
-        user = self.accounts.register(body["username"], body["password"], address=address)
+        email, code = None, None
+        if body.get("email"):
+            email, code = self.addresses.unverified(body["email"])
+        user = self.accounts.register(
+            body["username"], body["password"], address=address, email=email
+        )
+        if code is not None:
+            self.addresses.send_code(user, code)
         self.events.record(
             "user_registered", user_id=user["id"], address=address, user_agent=req.user_agent
         )
         resp.status = falcon.HTTP_201
         resp.location = "/users/me"
         resp.media = public_user(user)
+
+    def _problems(self, body: dict[str, Any]) -> list[tuple[str, str]]:
+        return self.accounts.registration_problems(body) + self.addresses.registration_problems(
+            body
+        )
 
     @falcon.before(require_admin)
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -326,6 +347,80 @@ class Password:
         resp.status = falcon.HTTP_204
 
 
+class MyEmail:
+    """PUT /users/me/email: a new address (after the current password), verified by a code."""
+
+    def __init__(
+        self, store: store_module.Store, addresses: EmailAddresses, events: EventLog
+    ) -> None:
+        self.store = store
+        self.addresses = addresses
+        self.events = events
+
+    def on_put(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Set the caller's address: 202, the code mailed to it, the old address told."""
+        body = read_body(req, "EmailChange")
+        claims = req.context.claims
+        user = _caller(self.store, claims)
+        after = self.addresses.change(
+            user, body["email"], body["current_password"], address=req.context.address
+        )
+        self.events.record(
+            "email_changed",
+            user_id=user["id"],
+            address=req.context.address,
+            user_agent=req.user_agent,
+        )
+        resp.status = falcon.HTTP_202
+        resp.media = public_user(after)
+
+    def on_post_verify(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Verify the caller's address with the code mailed to it."""
+        body = read_body(req, "EmailVerification")
+        user = _caller(self.store, req.context.claims)
+        self.addresses.verify(user, body["code"], address=req.context.address)
+        self.events.record(
+            "email_verified",
+            user_id=user["id"],
+            address=req.context.address,
+            user_agent=req.user_agent,
+        )
+        resp.status = falcon.HTTP_204
+
+
+class PasswordReset:
+    """POST /auth/password-reset asks for a reset mail; .../confirm sets the new password."""
+
+    public_methods = EVERY_METHOD
+
+    def __init__(self, resets: PasswordResets) -> None:
+        self.resets = resets
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """202 `{}` whether or not the account exists; a mail to a verified address only."""
+        body = read_body(req, "PasswordResetRequest")
+        self.resets.request(
+            username=body.get("username"), email=body.get("email"), address=req.context.address
+        )
+        resp.status = falcon.HTTP_202
+        resp.set_header("Cache-Control", "no-store")
+        resp.media = {}
+
+    def on_post_confirm(self, req: falcon.Request, resp: falcon.Response) -> None:
+        """Set the new password with the mailed secret: every session ends; not logged in."""
+        body = read_body(req, "PasswordResetConfirm")
+        self.resets.confirm(body["token"], body["new_password"], address=req.context.address)
+        resp.status = falcon.HTTP_204
+
+
+def _caller(store: store_module.Store, claims: dict[str, Any]) -> dict[str, Any]:
+    """The user of the access token; 404 when the account is gone."""
+    user = store.find_user(claims["sub"])
+    if user is None:
+        raise falcon.HTTPNotFound(description="The user of this token no longer exists")
+    return user
+
+
 class Verify:
     """GET /auth/verify: forward-auth for reverse proxies, no database round trip."""
 
@@ -495,6 +590,10 @@ class Components:
     refresher: BackgroundRefresher
     clock: Clock
     events: EventLog
+    outbox: Outbox
+    addresses: EmailAddresses
+    sender: Sender
+    resets: PasswordResets
 
 
 def database_uri(config: Config) -> str:
@@ -540,6 +639,33 @@ def build_components(
     )
     registrations = RegistrationThrottle(store, limit=config.registration_limit, clock=clock)
     events = EventLog(store, retention_days=config.event_retention, clock=clock)
+    accounts = Accounts(
+        store,
+        PasswordHasher(),
+        logins,
+        password_min_length=config.password_min_length,
+        registrations=registrations,
+        clock=clock,
+        events=events,
+    )
+    outbox = Outbox(
+        store,
+        sender=config.mail_from,
+        service_name=config.service_name,
+        issuer=config.issuer,
+        clock=clock,
+    )
+    addresses = EmailAddresses(
+        store, accounts, logins, outbox, required=config.require_email, clock=clock
+    )
+    sessions = Sessions(
+        store,
+        revocations,
+        ttl=config.refresh_ttl,
+        reuse_interval=config.refresh_reuse_interval,
+        clock=clock,
+        events=events,
+    )
     return Components(
         config=config,
         store=store,
@@ -552,26 +678,22 @@ def build_components(
             clock=clock,
         ),
         revocations=revocations,
-        sessions=Sessions(
-            store,
-            revocations,
-            ttl=config.refresh_ttl,
-            reuse_interval=config.refresh_reuse_interval,
-            clock=clock,
-            events=events,
-        ),
-        accounts=Accounts(
-            store,
-            PasswordHasher(),
-            logins,
-            password_min_length=config.password_min_length,
-            registrations=registrations,
-            clock=clock,
-            events=events,
-        ),
+        sessions=sessions,
+        accounts=accounts,
         refresher=refresher,
         clock=clock,
         events=events,
+        outbox=outbox,
+        addresses=addresses,
+        sender=Sender(
+            store,
+            transport_for(config.smtp_url, config.data_dir),
+            interval=config.refresh_interval,
+            clock=clock,
+        ),
+        resets=PasswordResets(
+            store, accounts, sessions, outbox, ttl=config.reset_ttl, clock=clock, events=events
+        ),
     )
 
 
@@ -597,6 +719,7 @@ class Service(falcon.App):
     def close(self) -> None:
         """Stop the background refresher and the database client."""
         self.components.refresher.stop()
+        self.components.sender.stop()
         self.components.store.close()
 
 
@@ -613,6 +736,7 @@ def create_app(
     c.refresher.run_once()
     if start_background:
         c.refresher.start()
+        c.sender.start()
 
     middleware = [RequestFacts(config.trusted_proxies), BodyLimit(), SecurityHeaders()]
     if config.cors_origins:
@@ -634,7 +758,7 @@ def create_app(
         app.add_error_handler(exception, handler)
 
     persons = Persons(c.store, c.clock)
-    app.add_route("/users", Users(c.accounts, c.store, c.events))
+    app.add_route("/users", Users(c.accounts, c.addresses, c.store, c.events))
     app.add_route("/users/me", Me(c.store, c.accounts, c.sessions, c.events))
     app.add_route("/users/{user_id}", AdminUser(c.store, c.accounts, c.sessions, c.events))
     app.add_route("/users/{user_id}/sessions", AdminUserSessions(c.store, c.sessions, c.events))
@@ -643,7 +767,13 @@ def create_app(
     app.add_route("/users/me/sessions", my_sessions)
     app.add_route("/users/me/sessions/{sid}", my_sessions, suffix="item")
     app.add_route("/users/me/password", Password(c.accounts, c.sessions, c.events))
+    my_email = MyEmail(c.store, c.addresses, c.events)
+    app.add_route("/users/me/email", my_email)
+    app.add_route("/users/me/email/verify", my_email, suffix="verify")
     app.add_route("/auth/policy", Policy(config.password_min_length))
+    reset = PasswordReset(c.resets)
+    app.add_route("/auth/password-reset", reset)
+    app.add_route("/auth/password-reset/confirm", reset, suffix="confirm")
     app.add_route("/auth/token", Tokens(c.accounts, c.sessions, c.tokens, c.events))
     app.add_route("/auth/session", CookieSession(c.accounts, c.sessions, c.tokens, c.events))
     app.add_route(

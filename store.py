@@ -55,6 +55,15 @@ def _translated(method: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
+def _taken_field(exc: mongo_errors.DuplicateKeyError) -> str:
+    """The public field a duplicate key error is about."""
+    key = (exc.details or {}).get("keyPattern") or {}
+    text = str(exc.details or exc)
+    if "email_key" in key or "email_key" in text:
+        return "email"
+    return "username"
+
+
 def object_id(value: str) -> ObjectId | None:
     """Parse a public id; None when it cannot be one of ours."""
     try:
@@ -164,6 +173,8 @@ class Store:
         self.revocations = db["revocations"]
         self.throttle = db["throttle"]
         self.events = db["events"]
+        self.outbox = db["outbox"]
+        self.resets = db["resets"]
 
     def close(self) -> None:
         """Close the client this store's database belongs to."""
@@ -174,6 +185,13 @@ class Store:
     def ensure_indexes(self) -> None:
         """Create the indexes the domain relies on (idempotent)."""
         self.users.create_index("username_key", unique=True, name="username_key_unique")
+        # Sparse: many users have no address; those that do have distinct ones.
+        self.users.create_index("email_key", unique=True, sparse=True, name="email_key_unique")
+        self.outbox.create_index([("state", 1), ("next_attempt_at", 1)])
+        self.outbox.create_index("user_id")
+        self.outbox.create_index("expires_at", expireAfterSeconds=0)
+        self.resets.create_index("expires_at", expireAfterSeconds=0)
+        self.resets.create_index("user_id")
         self.sessions.create_index("user_id")
         self.sessions.create_index("expires_at", expireAfterSeconds=0)
         self.sessions.create_index("current", unique=True, sparse=True)
@@ -207,20 +225,131 @@ class Store:
         password_hash: str,
         roles: Iterable[str],
         now: dt.datetime,
+        email: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Insert a user; Conflict(field="username") when the name is taken."""
+        """Insert a user (with `email` fields when given); Conflict naming the field taken."""
         doc = {
             "username": username,
             "username_key": username_key,
             "password_hash": password_hash,
             "roles": list(roles),
             "created_at": now,
+            **(email or {}),
         }
         try:
             self.users.insert_one(doc)
-        except mongo_errors.DuplicateKeyError:
-            raise Conflict(field="username") from None
+        except mongo_errors.DuplicateKeyError as exc:
+            raise Conflict(field=_taken_field(exc)) from None
         return _public(doc)
+
+    @_translated
+    def find_user_by_email(self, email_key: str) -> dict[str, Any] | None:
+        """The user with this address (compared without regard to case), or None."""
+        return _public(self.users.find_one({"email_key": email_key}))
+
+    @_translated
+    def set_email(self, user_id: str, fields: dict[str, Any]) -> dict[str, Any] | None:
+        """Give the user a new, unverified address; the user before, None when none; Conflict."""
+        try:
+            doc = self.users.find_one_and_update(
+                {"_id": ObjectId(user_id)},
+                {"$set": fields},
+                return_document=ReturnDocument.BEFORE,
+            )
+        except mongo_errors.DuplicateKeyError as exc:
+            raise Conflict(field=_taken_field(exc)) from None
+        return _public(doc)
+
+    @_translated
+    def verify_email(self, user_id: str, code_hash: str, *, now: dt.datetime) -> bool:
+        """Mark the address verified if this is its live code, which then ends (single use)."""
+        result = self.users.update_one(
+            {
+                "_id": ObjectId(user_id),
+                "email_verification.code_hash": code_hash,
+                "email_verification.expires_at": {"$gt": now},
+            },
+            {"$set": {"email_verified": True}, "$unset": {"email_verification": ""}},
+        )
+        return result.modified_count == 1
+
+    # -- password resets ------------------------------------------------------------------
+    @_translated
+    def add_reset(self, record: dict[str, Any]) -> None:
+        """Keep a reset secret's hash (`_id`) until it is used or `expires_at` passes."""
+        self.resets.insert_one(dict(record))
+
+    @_translated
+    def find_reset(self, secret_hash: str, *, now: dt.datetime) -> dict[str, Any] | None:
+        """The live reset record of this secret, or None."""
+        return self.resets.find_one({"_id": secret_hash, "expires_at": {"$gt": now}})
+
+    @_translated
+    def use_reset(self, secret_hash: str, *, now: dt.datetime) -> bool:
+        """Consume the reset record, once: only one caller gets True."""
+        doc = self.resets.find_one_and_delete({"_id": secret_hash, "expires_at": {"$gt": now}})
+        return doc is not None
+
+    # -- the outbox ----------------------------------------------------------------------
+    @_translated
+    def enqueue_mail(self, message: dict[str, Any]) -> None:
+        """Keep a message for the sender; it is durable once this returns."""
+        self.outbox.insert_one(dict(message))
+
+    @_translated
+    def claim_mail(
+        self, claim: str, *, now: dt.datetime, lease_until: dt.datetime
+    ) -> dict[str, Any] | None:
+        """Take one message due for sending, atomically: no other sender can take it too.
+
+        One conditional update on `state`: of two senders, only one finds it `pending` (or
+        `sending` past its lease, when the sender that took it died).
+        """
+        due = {
+            "$or": [
+                {"state": "pending", "next_attempt_at": {"$lte": now}},
+                {"state": "sending", "lease_until": {"$lt": now}},
+            ]
+        }
+        doc = self.outbox.find_one_and_update(
+            due,
+            {"$set": {"state": "sending", "claim": claim, "lease_until": lease_until}},
+            sort=[("next_attempt_at", pymongo.ASCENDING)],
+            return_document=ReturnDocument.AFTER,
+        )
+        return doc
+
+    @_translated
+    def mail_sent(self, mail_id: Any, claim: str, *, now: dt.datetime, keep: dt.timedelta) -> bool:
+        """Mark a claimed message sent (kept `keep` for the record, then gone by TTL)."""
+        result = self.outbox.update_one(
+            {"_id": mail_id, "state": "sending", "claim": claim},
+            {
+                "$set": {"state": "sent", "sent_at": now, "expires_at": now + keep},
+                "$unset": {"message": "", "lease_until": ""},
+            },
+        )
+        return result.modified_count == 1
+
+    @_translated
+    def mail_failed(self, mail_id: Any, claim: str, *, retry_at: dt.datetime, error: str) -> None:
+        """Give a claimed message back for another try at `retry_at`."""
+        self.outbox.update_one(
+            {"_id": mail_id, "state": "sending", "claim": claim},
+            {
+                "$set": {"state": "pending", "next_attempt_at": retry_at, "last_error": error},
+                "$unset": {"lease_until": ""},
+                "$inc": {"attempts": 1},
+            },
+        )
+
+    @_translated
+    def outbox_status(self) -> tuple[int, dt.datetime | None]:
+        """How many messages wait to be sent, and when the oldest of them was written."""
+        waiting = {"state": {"$in": ["pending", "sending"]}}
+        depth = self.outbox.count_documents(waiting)
+        oldest = self.outbox.find_one(waiting, sort=[("created_at", pymongo.ASCENDING)])
+        return depth, None if oldest is None else oldest["created_at"]
 
     @_translated
     def find_user(self, user_id: str) -> dict[str, Any] | None:
@@ -243,10 +372,20 @@ class Store:
         return result.modified_count == 1
 
     @_translated
-    def change_password_hash(self, user_id: str, new_hash: str) -> int | None:
-        """Set a new password hash and bump the credential version; the new version, or None."""
+    def change_password_hash(
+        self, user_id: str, new_hash: str, *, expected_version: int | None = None
+    ) -> int | None:
+        """Set a new password hash and bump the credential version; the new version, or None.
+
+        With `expected_version`, only while the credential version is still that one.
+        """
+        query: dict[str, Any] = {"_id": ObjectId(user_id)}
+        if expected_version == 0:
+            query["$or"] = [{"credential_version": 0}, {"credential_version": {"$exists": False}}]
+        elif expected_version is not None:
+            query["credential_version"] = expected_version
         user = self.users.find_one_and_update(
-            {"_id": ObjectId(user_id)},
+            query,
             {"$set": {"password_hash": new_hash}, "$inc": {"credential_version": 1}},
             projection={"credential_version": 1},
             return_document=ReturnDocument.AFTER,
@@ -282,6 +421,8 @@ class Store:
         if oid is None or self.users.delete_one({"_id": oid}).deleted_count != 1:
             return False
         self.events.delete_many({"user_id": user_id})
+        self.outbox.delete_many({"user_id": user_id, "state": "pending"})
+        self.resets.delete_many({"user_id": user_id})
         return True
 
     @_translated

@@ -21,6 +21,7 @@ from errors import (
     Conflict,
     InvalidInput,
     LastAdmin,
+    ResetRefused,
     RevocationsStale,
     Throttled,
     Unavailable,
@@ -110,6 +111,13 @@ def handle_conflict(req, resp, error: Conflict, params) -> None:
     raise conflict
 
 
+def handle_reset_refused(req, resp, error: ResetRefused, params) -> None:
+    """A reset secret that cannot be used: 400, the same whatever the reason."""
+    raise falcon.HTTPBadRequest(
+        description="This reset link or code is invalid, expired or already used; ask for a new one"
+    )
+
+
 def handle_last_admin(req, resp, error: LastAdmin, params) -> None:
     """No active admin would be left: 409."""
     raise falcon.HTTPConflict(
@@ -160,6 +168,7 @@ ERROR_HANDLERS = (
     (Exception, handle_unexpected),
     (Unavailable, handle_unavailable),
     (Conflict, handle_conflict),
+    (ResetRefused, handle_reset_refused),
     (LastAdmin, handle_last_admin),
     (InvalidInput, handle_invalid_input),
     (RevocationsStale, handle_revocations_stale),
@@ -396,6 +405,9 @@ def public_user(user: dict[str, Any], *, admin_view: bool = False) -> dict[str, 
         "roles": user["roles"],
         "created_at": rfc3339(user["created_at"]),
     }
+    if user.get("email"):
+        shown["email"] = user["email"]
+        shown["email_verified"] = bool(user.get("email_verified"))
     if admin_view:
         shown["disabled"] = bool(user.get("disabled"))
     return shown

@@ -19,6 +19,7 @@ from helpers import (
     register,
     wait_http,
 )
+from mailserver import SmtpServer
 from processes import start_gunicorn, stop
 
 from config import Config
@@ -145,3 +146,13 @@ def gunicorn_server(mongo_uri, db_name, tmp_path, mongo) -> Iterator[Callable[..
     for process in processes:
         stop(process)
     mongo.drop_database(db_name)
+
+
+@pytest.fixture
+def smtp_server(tmp_path, monkeypatch) -> Iterator[SmtpServer]:
+    """A real SMTP server (STARTTLS and login required) whose certificate SSL_CERT_FILE trusts."""
+    server = SmtpServer(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(server.cert_file))
+    server.start()
+    yield server
+    server.stop()

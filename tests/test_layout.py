@@ -23,6 +23,8 @@ RANKS = {
     "keys": 2,
     "passwords": 2,
     "events": 2,
+    "mail": 2,
+    "recovery": 4,
     "store": 1,
     "embedded": 1,
     "openapi": 0,
