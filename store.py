@@ -575,8 +575,10 @@ class Store:
     ) -> tuple[str, dict[str, Any] | None]:
         """Swap a live session's current token for a new one, at most `limit` per window.
 
-        Within `grace` seconds of a rotation the token it retired (`previous`) may be
-        presented again: it gets a new `current` too, and the window is not moved.
+        Within `grace` seconds of a rotation the token it retired (`previous`), and any token
+        a grace use displaced since (`graced`: tabs racing, a browser keeping the older of two
+        cookies), may be presented again: it gets a new `current` too, and the window is not
+        moved. Tokens of earlier rotations stay reuse.
         Answers ("rotated" or "graced", session before), ("limited", session),
         ("contended", session), ("reused", session), ("ended", session) or ("unknown", None).
         """
@@ -590,12 +592,12 @@ class Store:
             keep=keep,
             limit=limit,
             window=window,
-            also={"previous": token_hash, "rotated_at": now, **touch},
+            also={"previous": token_hash, "rotated_at": now, "graced": [], **touch},
         )
         if session is not None:
             return "rotated", _public(session)
         in_grace = {
-            "previous": token_hash,
+            "$or": [{"previous": token_hash}, {"graced": token_hash}],
             "rotated_at": {"$gt": now - dt.timedelta(seconds=grace)},
         }
         for _ in range(self.GRACE_ATTEMPTS if grace > 0 else 0):
@@ -613,6 +615,7 @@ class Store:
                 limit=limit,
                 window=window,
                 also=touch,
+                graced=True,
             )
             if session is not None:
                 return "graced", _public(session)
@@ -629,9 +632,13 @@ class Store:
         limit: int,
         window: int,
         also: dict[str, Any],
+        graced: bool = False,
     ) -> dict[str, Any] | None:
-        """One conditional write: `current` becomes `new_hash`, `retiring` joins `retired`."""
+        """One conditional write: `current` becomes `new_hash`, `retiring` joins `retired`
+        (and `graced`, when a grace use displaces it within the window)."""
         retire = {"retired": {"$each": [retiring], "$slice": -keep}}
+        if graced:
+            retire["graced"] = retiring
         window_start = now - dt.timedelta(seconds=window)
         return self.sessions.find_one_and_update(
             {
@@ -669,7 +676,9 @@ class Store:
             rotated_at = session.get("rotated_at")
             graced = (
                 grace > 0
-                and session.get("previous") == token_hash
+                and (
+                    session.get("previous") == token_hash or token_hash in session.get("graced", [])
+                )
                 and rotated_at is not None
                 and rotated_at > now - dt.timedelta(seconds=grace)
             )
