@@ -3,7 +3,7 @@
 
 import * as api from './api.js';
 import { clearFormErrors, failLocally, formAlert, refreshCounters, reportFormError } from './forms.js';
-import { passwordProblem, usernameProblem } from './policy.js';
+import { currentPolicy, passwordProblem, usernameProblem } from './policy.js';
 import { logIn } from './session.js';
 import { $, announce, focusElement, holdOff, setBusy } from './ui.js';
 import { enterApp } from './view-shell.js';
@@ -84,6 +84,13 @@ async function onRegisterSubmit(event) {
   const confirm = form.elements.confirm.value;
   const email = form.elements.email.value.trim();
   const problems = validateRegistration(username, password, confirm);
+  const rules = currentPolicy();
+  if (!email && rules && rules.email_required) {
+    // In the form's order, after the username, so that the focus goes to the first one.
+    const at = problems.findIndex((p) => p.field !== 'username');
+    const missing = { field: 'email', message: 'Enter your email address: this service needs one to let you reset a forgotten password.' };
+    problems.splice(at < 0 ? problems.length : at, 0, missing);
+  }
   if (problems.length) { failLocally(form, problems); return; }
 
   const submit = form.querySelector('[type="submit"]');

@@ -826,8 +826,10 @@ NEW_PASSWORD = "marigold-tuesday-vessel-quartz-88"
 def test_account_page_changes_the_password_shows_activity_and_deletes(
     gunicorn_server, create_admin, open_tab
 ):
-    # The policy is the service's: with a minimum of 20, the page says 20.
-    base = gunicorn_server({"TOKENAUTH_PASSWORD_MIN_LENGTH": "20"})
+    # The policy is the service's: with a minimum of 20, the page says 20; an email is required.
+    base = gunicorn_server(
+        {"TOKENAUTH_PASSWORD_MIN_LENGTH": "20", "TOKENAUTH_REQUIRE_EMAIL": "true"}
+    )
     create_admin()
     tab = open_tab(base, "account")
     page = tab.page
@@ -839,6 +841,12 @@ def test_account_page_changes_the_password_shows_activity_and_deletes(
     register.get_by_label("Username").fill("carol")
     register.get_by_label("Password", exact=True).fill(PASSWORD)
     register.get_by_label("Confirm password").fill(PASSWORD)
+    register.get_by_role("button", name="Create account").click()
+    expect(page.locator("#register-email-error")).to_have_text(
+        "Enter your email address: this service needs one to let you reset a forgotten password."
+    )
+    expect(page.locator("#register-email")).to_be_focused()
+    register.get_by_label("Email (required)").fill("carol@example.org")
     register.get_by_role("button", name="Create account").click()
     expect_logged_in(tab, "carol")
 
@@ -1391,4 +1399,45 @@ def test_forgotten_password_is_reset_from_the_mailed_link(gunicorn_server, smtp_
     )
     log_in(tab, "dora", new_password)
     expect_logged_in(tab, "dora")
+
+    # Changing the address: the current password, a code to the new one, a notice to the old.
+    page.get_by_role("link", name="Account").click()
+    change = page.locator("#email-form")
+    change.get_by_label("New email address").fill("dora@new.example.org")
+    change.get_by_label("Current password").fill(PASSWORD)
+    change.get_by_role("button", name="Change email").click()
+    expect(change.locator("#email-password-error")).to_have_text("Current password is incorrect.")
+    change.get_by_label("Current password").fill(new_password)
+    change.get_by_role("button", name="Change email").click()
+    expect(page.locator("#email-state")).to_have_text(
+        "dora@new.example.org: not confirmed yet. Enter the code mailed to it."
+    )
+    expect(page.locator("#verify-code")).to_be_focused()
+    [new_code_mail] = smtp_server.wait_for("dora@new.example.org")
+    notices = smtp_server.wait_for("dora@example.org", 4)
+    assert notices[-1]["Subject"] == "tokenauth: your email address was changed"
+    verify = page.locator("#verify-form")
+    wrong = "00000000" if code_in(new_code_mail) != "00000000" else "11111111"
+    verify.get_by_label("Code").fill(wrong)
+    verify.get_by_role("button", name="Confirm the address").click()
+    expect(verify.locator("#verify-code-error")).to_have_text(
+        "That is not the code in the latest mail. "
+        "Check it, or change the address to get a new code."
+    )
+
+    # The new address's link opened logged out: log in first, then the page it names.
+    page.locator("#logout-button").click()
+    expect_login_form(tab)
+    page.goto(mailed_link(new_code_mail, "verify-email", base))
+    expect(page.locator("#status")).to_have_text(
+        "Log in to confirm your email address; the confirmation page shows once you are logged in."
+    )
+    log_in(tab, "dora", new_password)
+    expect(page.locator("#verify-email-heading")).to_be_focused()
+    expect(page.locator("#verify-link-code")).to_have_value(code_in(new_code_mail))
+    page.get_by_role("button", name="Confirm my address").click()
+    expect(page.locator("#email-state")).to_have_text(
+        "dora@new.example.org: confirmed. A forgotten password can be reset through it."
+    )
+    tab.shot("23-email-changed")
     tab.assert_clean()
