@@ -42,6 +42,7 @@ export async function enterApp() {
 /** Shows the view of a route (Back, Forward, a typed URL); logged out, the login form. */
 export function showRoute(route, { focus = false } = {}) {
   if (RECOVERY.has(route.name) && !(route.name === 'forgot' && currentUser())) {
+    if ($('recovery-view').hidden) announce(''); // "You are logged out" is old news here
     showView('recovery');
     openRecovery(route);
     return Promise.resolve();
