@@ -295,7 +295,7 @@ class Policy:
 
     public_methods = EVERY_METHOD
 
-    def __init__(self, password_min_length: int) -> None:
+    def __init__(self, password_min_length: int, email_required: bool = False) -> None:
         self.policy = {
             "password_min_length": password_min_length,
             "password_max_length": MAX_LENGTH,
@@ -304,6 +304,7 @@ class Policy:
             # For JavaScript's RegExp with the "u" flag; the service counts after NFKC.
             "username_pattern": "^[\\p{L}\\p{N}._@-]+$",
             "username_rule": "letters, digits and . _ - @",
+            "email_required": email_required,
         }
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -770,7 +771,7 @@ def create_app(
     my_email = MyEmail(c.store, c.addresses, c.events)
     app.add_route("/users/me/email", my_email)
     app.add_route("/users/me/email/verify", my_email, suffix="verify")
-    app.add_route("/auth/policy", Policy(config.password_min_length))
+    app.add_route("/auth/policy", Policy(config.password_min_length, config.require_email))
     reset = PasswordReset(c.resets)
     app.add_route("/auth/password-reset", reset)
     app.add_route("/auth/password-reset/confirm", reset, suffix="confirm")

@@ -18,9 +18,31 @@ export class ApiError extends Error {
 
 /* ---------- the routes ---------- */
 
-/** POST /users: creates an account. */
-export function register(username, password) {
-  return request('POST', '/users', { body: { username, password } });
+/** POST /users: creates an account; an address given (optional) is mailed a code to verify it. */
+export function register(username, password, email = '') {
+  const body = email ? { username, password, email } : { username, password };
+  return request('POST', '/users', { body });
+}
+
+/** POST /auth/password-reset: always 202 `{}`; a mail goes only to a verified address. */
+export function requestPasswordReset(usernameOrEmail) {
+  const body = usernameOrEmail.includes('@') ? { email: usernameOrEmail } : { username: usernameOrEmail };
+  return request('POST', '/auth/password-reset', { body });
+}
+
+/** POST /auth/password-reset/confirm: 204; every session of the account ends, nobody is logged in. */
+export function confirmPasswordReset(token, newPassword) {
+  return request('POST', '/auth/password-reset/confirm', { body: { token, new_password: newPassword } });
+}
+
+/** PUT /users/me/email: 202 with the account; the new address is mailed a code, the old one told. */
+export function changeEmail(token, email, currentPassword) {
+  return request('PUT', '/users/me/email', { body: { email, current_password: currentPassword }, token });
+}
+
+/** POST /users/me/email/verify: 204 when the code is the one mailed to the address. */
+export function verifyEmail(token, code) {
+  return request('POST', '/users/me/email/verify', { body: { code }, token });
 }
 
 /** POST /auth/session: logs in; the access token in the answer, the refresh token in an HttpOnly cookie. */

@@ -3,7 +3,7 @@
 
 import { sentence } from './api.js';
 import { countText, currentPolicy, loadPolicy } from './policy.js';
-import { focusElement } from './ui.js';
+import { $, focusElement } from './ui.js';
 
 const FIELD_NAMES = {
   username: 'Username', password: 'Password', confirm: 'Confirmation',
@@ -35,8 +35,17 @@ export async function showPolicy() {
     document.querySelectorAll('[data-password-length]').forEach((el) => { el.textContent = length; });
     const names = `${rules.username_min_length} to ${rules.username_max_length} ${rules.username_rule}.`;
     document.querySelectorAll('[data-username-rule]').forEach((el) => { el.textContent = names; });
+    showEmailRequired(Boolean(rules.email_required));
   }
   refreshCounters();
+}
+
+// TOKENAUTH_REQUIRE_EMAIL: the registration's email field says whether it may stay empty.
+function showEmailRequired(required) {
+  document.querySelectorAll('[data-email-optional]').forEach((el) => {
+    el.textContent = required ? '(required)' : '(optional)';
+  });
+  $('register-email').required = required;
 }
 
 /** Recounts every password counter (after a form was reset). */

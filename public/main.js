@@ -3,13 +3,15 @@
 // first view.
 
 import { showPolicy, wirePasswordHelpers } from './forms.js';
-import { go, onRouteChange } from './router.js';
-import { currentUser, initSession, restore } from './session.js';
+import { currentRoute, go, onRouteChange } from './router.js';
+import { currentUser, endLocally, initSession, restore } from './session.js';
 import { $, announce, focusElement } from './ui.js';
 import { wireAccount } from './view-account.js';
 import { wireAuthForms } from './view-auth.js';
+import { wireEmail } from './view-email.js';
 import { startEdit, wirePersonForm } from './view-person-form.js';
 import { wirePersonsList } from './view-persons.js';
+import { wireRecovery } from './view-recovery.js';
 import { enterApp, showLoggedOut, showRoute, wireShell } from './view-shell.js';
 import { wireUsers } from './view-users.js';
 
@@ -30,11 +32,26 @@ function onAccountDeleted(message) {
   focusElement($('auth-heading'));
 }
 
+// A new password was set from the mailed link: the service ended every session of the
+// account (this tab's too, if it was the one logged in) and logged nobody in.
+async function onPasswordReset() {
+  if (currentUser()) await endLocally();
+  showLoggedOut();
+  go('login');
+  announce('Your password was changed and every session of the account has ended. Log in with the new password.');
+  focusElement($('login-username'));
+}
+
+// The code from the mail's link was accepted: the account page shows the confirmed address.
+function onVerifiedFromLink() {
+  return showRoute({ name: 'account', params: new URLSearchParams() }, { focus: true });
+}
+
 // The page cannot see the HttpOnly session cookie: one cookie refresh tells whether there is
 // a session to restore (a reload, another tab, a bookmark) or the login form to show.
 async function restoreSession() {
   try {
-    if (!(await restore())) { showLoggedOut(); return; }
+    if (!(await restore())) { await showRoute(currentRoute()); return; }
     await enterApp();
   } catch (err) {
     if (err.handled) return;
@@ -60,6 +77,8 @@ function start() {
   wirePersonForm();
   wireAccount({ onAccountDeleted });
   wireUsers();
+  wireRecovery({ onPasswordReset });
+  wireEmail({ onVerifiedFromLink });
   onRouteChange((route) => showRoute(route));
   restoreSession();
 }

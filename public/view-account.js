@@ -1,4 +1,4 @@
-// The account page (#/account): who is logged in, changing the password, the live sessions,
+// The account page (#/account): who is logged in, the email address (view-email.js), changing the password, the live sessions,
 // recent activity and deleting the account.
 
 import * as api from './api.js';
@@ -7,6 +7,7 @@ import { passwordProblem } from './policy.js';
 import { callApi, currentUser, endLocally } from './session.js';
 import { $, focusElement, holdOff, setBusy, toast } from './ui.js';
 import { clearActivity, openActivity, wireActivity } from './view-activity.js';
+import { showEmail } from './view-email.js';
 import { clearSessions, openSessions, wireSessions } from './view-sessions.js';
 
 let onAccountDeleted = () => {};
@@ -23,6 +24,7 @@ export function wireAccount(handlers) {
 /** Shows the account page's forms empty and loads the sessions and the recent activity. */
 export function openAccount() {
   resetForms();
+  showEmail();
   return Promise.all([openSessions(), openActivity()]);
 }
 

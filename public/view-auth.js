@@ -3,7 +3,7 @@
 
 import * as api from './api.js';
 import { clearFormErrors, failLocally, formAlert, refreshCounters, reportFormError } from './forms.js';
-import { passwordProblem, usernameProblem } from './policy.js';
+import { currentPolicy, passwordProblem, usernameProblem } from './policy.js';
 import { logIn } from './session.js';
 import { $, announce, focusElement, holdOff, setBusy } from './ui.js';
 import { enterApp } from './view-shell.js';
@@ -82,13 +82,21 @@ async function onRegisterSubmit(event) {
   const username = form.elements.username.value.trim();
   const password = form.elements.password.value;
   const confirm = form.elements.confirm.value;
+  const email = form.elements.email.value.trim();
   const problems = validateRegistration(username, password, confirm);
+  const rules = currentPolicy();
+  if (!email && rules && rules.email_required) {
+    // In the form's order, after the username, so that the focus goes to the first one.
+    const at = problems.findIndex((p) => p.field !== 'username');
+    const missing = { field: 'email', message: 'Enter your email address: this service needs one to let you reset a forgotten password.' };
+    problems.splice(at < 0 ? problems.length : at, 0, missing);
+  }
   if (problems.length) { failLocally(form, problems); return; }
 
   const submit = form.querySelector('[type="submit"]');
   const done = setBusy(submit, 'Creating account…');
   try {
-    await api.register(username, password);
+    await api.register(username, password, email);
   } catch (err) {
     done();
     registrationFailed(form, err);
@@ -96,7 +104,7 @@ async function onRegisterSubmit(event) {
     return;
   }
   try {
-    await signInAfterRegistering(form, username, password);
+    await signInAfterRegistering(form, username, password, email);
   } finally {
     done();
   }
@@ -105,20 +113,26 @@ async function onRegisterSubmit(event) {
 function registrationFailed(form, err) {
   if (err.status === 409) {
     // The service names the field; the sentence is the client's, friendlier than its message.
-    const fields = [{ field: 'username', message: 'That username is taken. Choose another one.' }];
-    reportFormError(form, Object.assign(err, { fields }), { summary: 'That username is taken.' });
+    const taken = err.fields.some((f) => f.field === 'email') ? 'email' : 'username';
+    const fields = taken === 'email'
+      ? [{ field: 'email', message: 'That address belongs to another account. Use another one, or leave it empty.' }]
+      : [{ field: 'username', message: 'That username is taken. Choose another one.' }];
+    const summary = taken === 'email' ? 'That email address is taken.' : 'That username is taken.';
+    reportFormError(form, Object.assign(err, { fields }), { summary });
   } else {
     reportFormError(form, err, { fallbackField: 'username' });
   }
 }
 
 // The account exists: sign straight in with the same credentials.
-async function signInAfterRegistering(form, username, password) {
+async function signInAfterRegistering(form, username, password, email) {
   try {
     await logInAndEnter(username, password);
     form.reset();
     refreshCounters();
-    announce(`Account created. Welcome, ${username}.`);
+    announce(email
+      ? `Account created. Welcome, ${username}. A code is on its way to ${email}: enter it on your account page.`
+      : `Account created. Welcome, ${username}.`);
   } catch (err) {
     if (err.handled) return;
     form.reset();

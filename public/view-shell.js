@@ -1,18 +1,29 @@
-// The page frame: which view shows (starting, logged out, the persons page, the account
-// page, the admins' users page) for the route in the address bar, the header's session bar with its navigation and
+// The page frame: which view shows (starting, logged out, the recovery pages, the persons
+// page, the account page, the admins' users page, the email link's page) for the route in the address bar, the header's session bar with its navigation and
 // logout button, and entering or leaving the logged-in view.
 
 import { currentRoute, go } from './router.js';
 import { currentUser, isAdmin, loadUser, logOut } from './session.js';
 import { $, announce, focusElement, setBusy } from './ui.js';
 import { clearAccount, openAccount } from './view-account.js';
+import { openVerifyLink } from './view-email.js';
 import { resetPersonForm } from './view-person-form.js';
 import { clearPersons, openPersons } from './view-persons.js';
+import { openRecovery } from './view-recovery.js';
 import { clearUsers, openUsers } from './view-users.js';
 
-const PAGES = { persons: 'persons-page', account: 'account-page', users: 'users-page' };
-const TITLES = { persons: 'Persons', account: 'Your account', users: 'Users' };
-const OPEN = { persons: (route) => openPersons(route.params), account: () => openAccount(), users: () => openUsers() };
+const PAGES = {
+  persons: 'persons-page', account: 'account-page', users: 'users-page', 'verify-email': 'verify-email-page',
+};
+const TITLES = { persons: 'Persons', account: 'Your account', users: 'Users', 'verify-email': 'Confirm your email' };
+const OPEN = {
+  persons: (route) => openPersons(route.params),
+  account: () => openAccount(),
+  users: () => openUsers(),
+  'verify-email': (route) => openVerifyLink(route),
+};
+// Pages for whoever holds the link or forgot the password, logged in or not.
+const RECOVERY = new Set(['forgot', 'reset']);
 
 /** Wires the logout button. */
 export function wireShell() {
@@ -24,17 +35,27 @@ export async function enterApp() {
   await loadUser();
   showLoggedIn();
   const route = currentRoute();
-  if (route.name === 'login') go('persons', {}, { replace: true });
+  if (route.name === 'login' || route.name === 'forgot') go('persons', {}, { replace: true });
   await showRoute(currentRoute(), { focus: true });
 }
 
 /** Shows the view of a route (Back, Forward, a typed URL); logged out, the login form. */
 export function showRoute(route, { focus = false } = {}) {
-  if (!currentUser()) {
-    showLoggedOut();
+  if (RECOVERY.has(route.name) && !(route.name === 'forgot' && currentUser())) {
+    if ($('recovery-view').hidden) announce(''); // "You are logged out" is old news here
+    showView('recovery');
+    openRecovery(route);
     return Promise.resolve();
   }
-  if (route.name === 'login' || (route.name === 'users' && !isAdmin())) {
+  if (!currentUser()) {
+    showLoggedOut();
+    if (route.name === 'verify-email') {
+      // The code is the account's: sign in first, then the page it names shows (the address is kept).
+      announce('Log in to confirm your email address; the confirmation page shows once you are logged in.');
+    }
+    return Promise.resolve();
+  }
+  if (route.name === 'login' || route.name === 'forgot' || (route.name === 'users' && !isAdmin())) {
     go('persons', {}, { replace: true });
     return showRoute(currentRoute(), { focus });
   }
@@ -59,6 +80,7 @@ export function showLoggedOut() {
 function showView(name) {
   $('boot-view').hidden = name !== 'boot';
   $('auth-view').hidden = name !== 'auth';
+  $('recovery-view').hidden = name !== 'recovery';
   $('app-view').hidden = name !== 'app';
   $('session-bar').hidden = name !== 'app';
 }
@@ -66,8 +88,9 @@ function showView(name) {
 function showPage(name) {
   for (const [page, id] of Object.entries(PAGES)) {
     $(id).hidden = page !== name;
-    if (page === name) $(`nav-${page}`).setAttribute('aria-current', 'page');
-    else $(`nav-${page}`).removeAttribute('aria-current');
+    const nav = $(`nav-${page}`); // the email link's page has no place in the header
+    if (nav && page === name) nav.setAttribute('aria-current', 'page');
+    else if (nav) nav.removeAttribute('aria-current');
   }
   const { username } = currentUser();
   document.title = `${TITLES[name]} · ${username} · tokenauth`;

@@ -29,6 +29,7 @@ def test_the_policy_is_what_the_service_enforces(make_app, make_config):
         "username_max_length": 64,
         "username_pattern": "^[\\p{L}\\p{N}._@-]+$",
         "username_rule": "letters, digits and . _ - @",
+        "email_required": False,
     }
     assert answer.headers["Cache-Control"] == "no-cache"
     refused = app.post_json("/users", {"username": "alice", "password": "x" * 19}, status=422)

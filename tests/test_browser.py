@@ -29,6 +29,7 @@ from helpers import (
     service_env,
     wait_http,
 )
+from mailserver import code_in
 from processes import start_gunicorn, stop
 from test_sessions import CHROME, FIREFOX
 
@@ -825,8 +826,10 @@ NEW_PASSWORD = "marigold-tuesday-vessel-quartz-88"
 def test_account_page_changes_the_password_shows_activity_and_deletes(
     gunicorn_server, create_admin, open_tab
 ):
-    # The policy is the service's: with a minimum of 20, the page says 20.
-    base = gunicorn_server({"TOKENAUTH_PASSWORD_MIN_LENGTH": "20"})
+    # The policy is the service's: with a minimum of 20, the page says 20; an email is required.
+    base = gunicorn_server(
+        {"TOKENAUTH_PASSWORD_MIN_LENGTH": "20", "TOKENAUTH_REQUIRE_EMAIL": "true"}
+    )
     create_admin()
     tab = open_tab(base, "account")
     page = tab.page
@@ -838,6 +841,12 @@ def test_account_page_changes_the_password_shows_activity_and_deletes(
     register.get_by_label("Username").fill("carol")
     register.get_by_label("Password", exact=True).fill(PASSWORD)
     register.get_by_label("Confirm password").fill(PASSWORD)
+    register.get_by_role("button", name="Create account").click()
+    expect(page.locator("#register-email-error")).to_have_text(
+        "Enter your email address: this service needs one to let you reset a forgotten password."
+    )
+    expect(page.locator("#register-email")).to_be_focused()
+    register.get_by_label("Email (required)").fill("carol@example.org")
     register.get_by_role("button", name="Create account").click()
     expect_logged_in(tab, "carol")
 
@@ -1261,3 +1270,174 @@ def assert_back_at_login_on_next_call(tab: Tab) -> None:
     expect_login_form(tab)
     expect(tab.page.locator("#alert")).to_have_text("Your session has ended. Please log in again.")
     print(f"{tab.name}: login form {time.monotonic() - started:.2f} s after its next call")
+
+
+# -- the forgotten password -----------------------------------------------------------------
+MAILED_ISSUER = "http://127.0.0.1:8000"  # the services' TOKENAUTH_ISSUER, which the mails link to
+RESET_SENTENCE = "If an account has a verified address, a mail is on its way to it"
+BAD_LINK = (
+    "This link has expired, was already used or is not a reset link. Ask for a new one below."
+)
+
+
+def mailed_link(message, page: str, base: str) -> str:
+    """The link to a client page in a mail's plain text, pointed at this test's service."""
+    text = message.get_body(("plain",)).get_content()
+    link = re.search(rf"^({re.escape(MAILED_ISSUER)}/#/{page}\?\S+?)\r?$", text, re.MULTILINE)
+    assert link, text
+    return base + link.group(1).removeprefix(MAILED_ISSUER)
+
+
+def posts_to(tab: Tab, path: str) -> list[int]:
+    """The statuses of the tab's POSTs to this path so far."""
+    return [status for method, p, status, _ in tab.calls if method == "POST" and p == path]
+
+
+def test_forgotten_password_is_reset_from_the_mailed_link(gunicorn_server, smtp_server, open_tab):
+    base = gunicorn_server({"TOKENAUTH_SMTP_URL": smtp_server.url})
+    tab = open_tab(base, "reset")
+    page = tab.page
+    page.goto("/")
+
+    # Registering with an address: the code is mailed to it.
+    register = page.locator("#register-form")
+    register.get_by_label("Username").fill("dora")
+    register.get_by_label("Email (optional)").fill("dora@example.org")
+    register.get_by_label("Password", exact=True).fill(PASSWORD)
+    register.get_by_label("Confirm password").fill(PASSWORD)
+    register.get_by_role("button", name="Create account").click()
+    expect_logged_in(tab, "dora")
+    expect(page.locator("#status")).to_have_text(
+        "Account created. Welcome, dora. A code is on its way to dora@example.org: "
+        "enter it on your account page."
+    )
+    [verification] = smtp_server.wait_for("dora@example.org")
+    code = code_in(verification)
+    link = mailed_link(verification, "verify-email", base)
+    assert link == f"{base}/#/verify-email?code={code}"
+
+    # The account page says the address waits for its code.
+    page.get_by_role("link", name="Account").click()
+    expect(page.locator("#email-state")).to_have_text(
+        "dora@example.org: not confirmed yet. Enter the code mailed to it."
+    )
+    expect(page.locator("#verify-form")).to_be_visible()
+
+    # The mailed link opens a page that submits the code only when its button is pressed.
+    page.goto(link)
+    expect(page.locator("#verify-email-heading")).to_be_visible()
+    expect(page.locator("#verify-link-code")).to_have_value(code)
+    assert posts_to(tab, "/users/me/email/verify") == [], "opening the link consumes nothing"
+    tab.shot("20-verify-link")
+    page.get_by_role("button", name="Confirm my address").click()
+    expect(page.locator("#account-heading")).to_be_focused()
+    assert hash_of(page) == "/account"
+    expect(page.locator("#email-state")).to_have_text(
+        "dora@example.org: confirmed. A forgotten password can be reset through it."
+    )
+    expect(page.locator("#verify-form")).to_be_hidden()
+    expect(page.locator("#toast")).to_have_text("Your address dora@example.org is confirmed.")
+    assert posts_to(tab, "/users/me/email/verify") == [204]
+    expect(page.locator("#activity-list")).to_contain_text("Email address confirmed")
+
+    page.locator("#logout-button").click()
+    expect_login_form(tab)
+
+    # Forgot password: an unknown name and the real one get the same sentence.
+    page.get_by_role("link", name="Forgot password?").click()
+    expect(page.locator("#forgot-heading")).to_be_focused()
+    assert hash_of(page) == "/forgot"
+    forgot = page.locator("#forgot-form")
+    forgot.get_by_label("Username or email").fill("nobody-at-all")
+    forgot.get_by_role("button", name="Send the link").click()
+    expect(page.locator("#forgot-done")).to_contain_text(RESET_SENTENCE)
+    unknown_answer = page.locator("#forgot-done").text_content()
+    forgot.get_by_label("Username or email").fill("dora@example.org")
+    forgot.get_by_role("button", name="Send the link").click()
+    expect(page.locator("#forgot-done")).to_have_text(unknown_answer)
+    assert posts_to(tab, "/auth/password-reset") == [202, 202]
+    tab.shot("21-forgot")
+
+    # The mail's link: opening it consumes nothing, the form's POST does.
+    reset_mail = smtp_server.wait_for("dora@example.org", 2)[1]
+    reset_link = mailed_link(reset_mail, "reset", base)
+    assert PASSWORD not in reset_mail.as_string()
+    page.goto(reset_link)
+    expect(page.locator("#reset-heading")).to_be_focused()
+    assert posts_to(tab, "/auth/password-reset/confirm") == []
+    new_password = "a brand new passphrase for dora"
+    reset = page.locator("#reset-form")
+    reset.get_by_label("New password", exact=True).fill("short")
+    expect(page.locator("#reset-password-count")).to_have_text("5 of 15 minimum")
+    reset.get_by_label("New password", exact=True).fill(new_password)
+    reset.get_by_label("Confirm new password").fill(new_password)
+    tab.shot("22-reset")
+    reset.get_by_role("button", name="Set the new password").click()
+    expect_login_form(tab)
+    assert hash_of(page) == "/login"
+    expect(page.locator("#status")).to_have_text(
+        "Your password was changed and every session of the account has ended. "
+        "Log in with the new password."
+    )
+    assert posts_to(tab, "/auth/password-reset/confirm") == [204]
+
+    # The link works once: a second use is a sentence, with the way to a new one.
+    page.goto(reset_link)
+    expect(page.locator("#reset-heading")).to_be_visible()
+    reset.get_by_label("New password", exact=True).fill("yet another passphrase, unused")
+    reset.get_by_label("Confirm new password").fill("yet another passphrase, unused")
+    reset.get_by_role("button", name="Set the new password").click()
+    expect(reset.locator("[data-form-alert]")).to_have_text(BAD_LINK)
+    assert posts_to(tab, "/auth/password-reset/confirm") == [204, 400]
+    page.get_by_role("link", name="Back to the login form").last.click()
+    expect_login_form(tab)
+
+    # The old password fails; the new one logs in.
+    log_in(tab, "dora", PASSWORD)
+    expect(page.locator("#login-form [data-form-alert]")).to_have_text(
+        "Wrong username or password."
+    )
+    log_in(tab, "dora", new_password)
+    expect_logged_in(tab, "dora")
+
+    # Changing the address: the current password, a code to the new one, a notice to the old.
+    page.get_by_role("link", name="Account").click()
+    change = page.locator("#email-form")
+    change.get_by_label("New email address").fill("dora@new.example.org")
+    change.get_by_label("Current password").fill(PASSWORD)
+    change.get_by_role("button", name="Change email").click()
+    expect(change.locator("#email-password-error")).to_have_text("Current password is incorrect.")
+    change.get_by_label("Current password").fill(new_password)
+    change.get_by_role("button", name="Change email").click()
+    expect(page.locator("#email-state")).to_have_text(
+        "dora@new.example.org: not confirmed yet. Enter the code mailed to it."
+    )
+    expect(page.locator("#verify-code")).to_be_focused()
+    [new_code_mail] = smtp_server.wait_for("dora@new.example.org")
+    notices = smtp_server.wait_for("dora@example.org", 4)
+    assert notices[-1]["Subject"] == "tokenauth: your email address was changed"
+    verify = page.locator("#verify-form")
+    wrong = "00000000" if code_in(new_code_mail) != "00000000" else "11111111"
+    verify.get_by_label("Code").fill(wrong)
+    verify.get_by_role("button", name="Confirm the address").click()
+    expect(verify.locator("#verify-code-error")).to_have_text(
+        "That is not the code in the latest mail. "
+        "Check it, or change the address to get a new code."
+    )
+
+    # The new address's link opened logged out: log in first, then the page it names.
+    page.locator("#logout-button").click()
+    expect_login_form(tab)
+    page.goto(mailed_link(new_code_mail, "verify-email", base))
+    expect(page.locator("#status")).to_have_text(
+        "Log in to confirm your email address; the confirmation page shows once you are logged in."
+    )
+    log_in(tab, "dora", new_password)
+    expect(page.locator("#verify-email-heading")).to_be_focused()
+    expect(page.locator("#verify-link-code")).to_have_value(code_in(new_code_mail))
+    page.get_by_role("button", name="Confirm my address").click()
+    expect(page.locator("#email-state")).to_have_text(
+        "dora@new.example.org: confirmed. A forgotten password can be reset through it."
+    )
+    tab.shot("23-email-changed")
+    tab.assert_clean()

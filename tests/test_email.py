@@ -102,6 +102,7 @@ def test_an_email_is_unique_without_regard_to_case(app):
 
 def test_require_email_makes_it_a_required_field(make_app, make_config):
     app = make_app(make_config(require_email=True))
+    assert app.get("/auth/policy", status=200).json["email_required"] is True
     refused = register(app, "alice", expect_errors=True)
     assert refused.status_int == 422
     assert refused.json["errors"] == [

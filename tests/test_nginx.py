@@ -206,7 +206,12 @@ def test_the_readme_walk_through_runs_through_nginx(
     gunicorn_server, nginx, mongo_uri, db_name, tmp_path
 ):
     front = nginx(gunicorn_server({"TOKENAUTH_TRUSTED_PROXIES": "127.0.0.1"}, SMALL))
-    env = service_env(TOKENAUTH_MONGODB_URI=mongo_uri, TOKENAUTH_DB_NAME=db_name)
+    # The service's data directory, so that `tokenauth mail` reads the Maildir it writes.
+    env = service_env(
+        TOKENAUTH_MONGODB_URI=mongo_uri,
+        TOKENAUTH_DB_NAME=db_name,
+        TOKENAUTH_DATA_DIR=str(tmp_path / "var"),
+    )
     walk = tmp_path / "walk"
     walk.mkdir()
     run_walk_through(front.rsplit(":", 1)[1], env, walk)
