@@ -65,7 +65,7 @@ FAILED_LOAD = re.compile(r"Failed to load resource: the server responded with a 
 # The routes whose 200 answers carry an access token; the refresh token is in this cookie.
 TOKEN_ROUTES = ("/auth/session", "/auth/session/refresh")
 SESSION_COOKIE = "__Host-tokenauth-session"
-REUSE_INTERVAL = 2  # seconds; the service's default is 10
+REUSE_INTERVAL = 5  # seconds; the service's default is 10 (a lost race retries after 1 s)
 # Everything a script in the page can read that could hold a token.
 READABLE_STATE = """() => ({
   cookie: document.cookie,
