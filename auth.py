@@ -479,18 +479,17 @@ class Sessions:
             raise InvalidGrant("The refresh token is expired or revoked")
         return user, session, new_token
 
-    def introspect(self, refresh_token: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
-        """The user and session of a live, current refresh token; None otherwise."""
+    def introspect(self, refresh_token: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """The session a refresh token belongs to (None when it is not one of ours), and its
+        user when the token is live and current (None otherwise)."""
         token_hash = _token_hash(refresh_token)
         session = self.store.find_session_by_token(token_hash)
         if session is None or not self._live(session) or session["current"] != token_hash:
-            return None
+            return session, None
         user = self.store.find_user(session["user_id"])
         if user is None or user.get("credential_version", 0) > session.get("credential_version", 0):
-            return None
-        if user.get("disabled"):
-            return None
-        return user, session
+            return session, None
+        return session, None if user.get("disabled") else user
 
     def session_of(self, refresh_token: str) -> dict[str, Any] | None:
         """The session a current or recently retired refresh token belongs to, or None."""

@@ -314,12 +314,11 @@ class Introspection:
         resp.media = self._refresh_state(token) or self._access_state(token) or {"active": False}
 
     def _refresh_state(self, token: str) -> dict[str, Any] | None:
-        if self.sessions.session_of(token) is None:
+        session, user = self.sessions.introspect(token)
+        if session is None:
             return None  # not a refresh token of ours: maybe an access token
-        live = self.sessions.introspect(token)
-        if live is None:
+        if user is None:
             return {"active": False}
-        user, session = live
         return {
             "active": True,
             "token_type": "refresh_token",

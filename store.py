@@ -122,17 +122,24 @@ def _sort_key(name: str) -> str:
     return unicodedata.normalize("NFKC", name).casefold()
 
 
-def _keyset_page(collection, query, index, *, limit, after) -> list[dict]:
-    """Up to limit + 1 documents of `query` in the order of `index` (its last two keys: a
-    field, then _id), after the (value, id) given."""
+def _keyset_page(
+    collection, query, index, kind: str, *, limit: int, after: str | None
+) -> tuple[list[dict], str | None]:
+    """A page of `query` in the order of `index` (its last two keys: a field, then _id), after
+    the cursor of this kind, and the cursor of the next page (None on the last)."""
     (field, direction), _ = index[-2:]
-    if after is not None:
-        value, oid = after
+    start = _decode_cursor(after, kind)
+    if start is not None:
+        value, oid = start
         beyond = "$lt" if direction == pymongo.DESCENDING else "$gt"
         query = {**query, "$or": [{field: {beyond: value}}, {field: value, "_id": {beyond: oid}}]}
     # The hint is free on mongod; the embedded server otherwise sorts the whole collection.
-    cursor = collection.find(query).sort(index[-2:]).hint(index).limit(limit + 1)
-    return list(cursor)
+    docs = list(collection.find(query).sort(index[-2:]).hint(index).limit(limit + 1))
+    items = [_public(d) for d in docs[:limit]]
+    if len(docs) <= limit:
+        return items, None
+    last = docs[limit - 1]
+    return items, _encode_cursor(kind, last[field], last["_id"])
 
 
 def _encode_cursor(kind: str, value: Any, oid: ObjectId) -> str:
@@ -476,14 +483,7 @@ class Store:
         self, *, limit: int, after: str | None, order: str = "newest"
     ) -> tuple[list[dict], str | None]:
         """Persons in `order` ("newest" first, or by "name"), `limit` at a time, after a cursor."""
-        index = PERSON_ORDERS[order]
-        docs = _keyset_page(
-            self.persons, {}, index, limit=limit, after=_decode_cursor(after, order)
-        )
-        items = [_public(d) for d in docs[:limit]]
-        last = docs[limit - 1] if len(docs) > limit else None
-        field = index[0][0]
-        return items, None if last is None else _encode_cursor(order, last[field], last["_id"])
+        return _keyset_page(self.persons, {}, PERSON_ORDERS[order], order, limit=limit, after=after)
 
     @_translated
     def count_persons(self) -> int:
@@ -513,16 +513,8 @@ class Store:
         self, user_id: str, *, limit: int, after: str | None
     ) -> tuple[list[dict], str | None]:
         """A user's events, newest first, `limit` at a time, after a cursor."""
-        docs = _keyset_page(
-            self.events,
-            {"user_id": user_id},
-            EVENTS_ORDER,
-            limit=limit,
-            after=_decode_cursor(after, "events"),
-        )
-        items = [_public(d) for d in docs[:limit]]
-        last = docs[limit - 1] if len(docs) > limit else None
-        return items, None if last is None else _encode_cursor("events", last["time"], last["_id"])
+        query = {"user_id": user_id}
+        return _keyset_page(self.events, query, EVENTS_ORDER, "events", limit=limit, after=after)
 
     # -- refresh sessions --------------------------------------------------------------
     # A session is one document: the hash of its current refresh token and of the last few
@@ -666,9 +658,7 @@ class Store:
         self, token_hash: str, *, now: dt.datetime, grace: int, limit: int, window: int
     ) -> tuple[str, dict[str, Any] | None]:
         """Why a token could not rotate."""
-        session = _public(
-            self.sessions.find_one({"$or": [{"current": token_hash}, {"retired": token_hash}]})
-        )
+        session = self.find_session_by_token(token_hash)
         if session is None:
             return "unknown", None
         ended = "revoked_at" in session or session["expires_at"] <= now
