@@ -1,7 +1,7 @@
 """The OAuth 2 endpoints: token, revocation, introspection, metadata and the key set."""
 
 # RFC 6749 (token), 7009 (revocation), 7662 (introspection), 8414 (metadata), 7517 (JWKS).
-# Translation only: the verbs behind them are auth.Accounts, auth.Sessions, auth.AccessTokens.
+# Translation only: the verbs behind them are accounts.Accounts, sessions.Sessions, auth.AccessTokens.
 
 from __future__ import annotations
 
@@ -10,18 +10,13 @@ from typing import Any
 import falcon
 
 import openapi
-from auth import (
-    EVERY_METHOD,
-    AccessTokens,
-    Accounts,
-    RevocationCache,
-    Sessions,
-    require_admin,
-)
+from accounts import Accounts
+from auth import EVERY_METHOD, AccessTokens, RevocationCache, require_admin
 from config import Config
 from errors import InvalidGrant, InvalidInput, InvalidToken, RefreshContended, Throttled
 from events import EventLog
 from keys import KeyRing
+from sessions import Sessions
 from web import (
     CLEARED_SESSION_COOKIE,
     JSON,

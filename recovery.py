@@ -8,11 +8,12 @@ import secrets
 from typing import Any
 
 import store as store_module
-from auth import Accounts, Sessions
+from accounts import Accounts
 from clock import Clock, utcnow
 from errors import InvalidInput, ResetRefused, Throttled
 from events import EventLog
 from mail import Outbox
+from sessions import Sessions
 from throttle import LoginThrottle, counter_key
 
 # Eight digits: typed by hand; with 100 wrong tries an hour per account at most (the login

@@ -12,14 +12,13 @@ import falcon
 import embedded
 import openapi
 import store as store_module
+from accounts import Accounts
 from auth import (
     EVERY_METHOD,
     AccessTokens,
-    Accounts,
     BackgroundRefresher,
     BearerAuth,
     RevocationCache,
-    Sessions,
     require_admin,
 )
 from clock import Clock, utcnow
@@ -31,6 +30,7 @@ from mail import Outbox, Sender, transport_for
 from oauth import CookieRefresh, CookieSession, Introspection, Jwks, Metadata, Revocation, Tokens
 from passwords import MAX_LENGTH, PasswordHasher
 from recovery import EmailAddresses, PasswordResets
+from sessions import Sessions
 from throttle import LoginThrottle, RegistrationThrottle
 from web import (
     CORS,

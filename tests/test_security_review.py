@@ -24,6 +24,7 @@ import embedded
 import errors
 from keys import KeyRing
 from passwords import PasswordHasher
+from sessions import Sessions
 from throttle import counter_key
 
 NEW_PASSWORD = "an-entirely-new-passphrase-77"
@@ -330,20 +331,20 @@ def test_a_session_keeps_a_bounded_number_of_retired_tokens_and_refreshes_are_li
     first = login(app, "alice").json
     token, tokens = first["refresh_token"], [first["refresh_token"]]
     sid = auth_claims(first["access_token"])["sid"]
-    for _ in range(auth.Sessions.REFRESH_LIMIT):
+    for _ in range(Sessions.REFRESH_LIMIT):
         token = refresh(app, token, status=200).json["refresh_token"]
         tokens.append(token)
     limited = refresh(app, token, status=429)
-    assert limited.headers["Retry-After"] == str(auth.Sessions.REFRESH_WINDOW)
+    assert limited.headers["Retry-After"] == str(Sessions.REFRESH_WINDOW)
     assert limited.json["error"] == "temporarily_unavailable"
-    clock.advance(auth.Sessions.REFRESH_WINDOW)
+    clock.advance(Sessions.REFRESH_WINDOW)
     for _ in range(40):
         token = refresh(app, token, status=200).json["refresh_token"]
         tokens.append(token)
 
     assert db.sessions.count_documents({}) == 1
     session = db.sessions.find_one({"_id": sid})
-    assert len(session["retired"]) == auth.Sessions.RETIRED_KEPT
+    assert len(session["retired"]) == Sessions.RETIRED_KEPT
     assert "refresh_tokens" not in db.list_collection_names()
     # A token older than the remembered generations is simply unknown...
     assert refresh(app, tokens[0], status=400).json["error"] == "invalid_grant"
