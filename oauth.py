@@ -1,7 +1,7 @@
 """The OAuth 2 endpoints: token, revocation, introspection, metadata and the key set."""
 
 # RFC 6749 (token), 7009 (revocation), 7662 (introspection), 8414 (metadata), 7517 (JWKS).
-# Translation only: the verbs behind them are accounts.Accounts, sessions.Sessions, auth.AccessTokens.
+# Translation only: the verbs behind them are Accounts, Sessions and AccessTokens.
 
 from __future__ import annotations
 
