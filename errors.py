@@ -63,10 +63,6 @@ class InvalidGrant(TokenauthError):
         self.description = description
 
 
-class RefreshContended(InvalidGrant):
-    """A refresh token still in its reuse window lost a race with concurrent uses of it."""
-
-
 class InvalidToken(TokenauthError):
     """An access token that must not be accepted; the description is safe to show."""
 

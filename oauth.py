@@ -13,7 +13,7 @@ import openapi
 from accounts import Accounts
 from auth import EVERY_METHOD, AccessTokens, RevocationCache, require_admin
 from config import Config
-from errors import InvalidGrant, InvalidInput, InvalidToken, RefreshContended, Throttled
+from errors import InvalidGrant, InvalidInput, InvalidToken, Throttled
 from events import EventLog
 from keys import KeyRing
 from sessions import Sessions
@@ -208,9 +208,6 @@ class CookieRefresh(_CookieFlow):
             user, session, new_token = self.sessions.refresh(
                 token, address=address, user_agent=req.user_agent
             )
-        except RefreshContended:
-            # The cookie is still good (its reuse window is open): keep it, try again shortly.
-            raise Throttled(1) from None
         except InvalidGrant as exc:
             raise self._ended(resp, exc.description) from None
         self.events.record(

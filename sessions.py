@@ -8,20 +8,44 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 import store as store_module
 from auth import RevocationCache
 from clock import Clock, utcnow
-from errors import (
-    InvalidGrant,
-    RefreshContended,
-    Throttled,
-)
+from errors import InvalidGrant, Throttled
 from events import MAX_USER_AGENT, EventLog
 
 
 def _token_hash(token: str) -> str:
     # A fast hash suffices: refresh tokens carry 256 random bits, nothing to brute-force.
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+# The token a rotation hands out is kept sealed with the token it retires: whoever presents
+# that retired token within the reuse window gets the same successor back (racing tabs end
+# with one cookie value, whatever order the browser stores their answers in), while the
+# database alone never holds a usable refresh token.
+_SEAL_NONCE = 12
+
+
+def _seal_key(token: str) -> bytes:
+    # The token carries 256 random bits: one hash derives a full-strength key from it.
+    return hashlib.sha256(b"tokenauth refresh seal\0" + token.encode()).digest()
+
+
+def _seal(retiring: str, successor: str) -> bytes:
+    nonce = secrets.token_bytes(_SEAL_NONCE)
+    return nonce + AESGCM(_seal_key(retiring)).encrypt(nonce, successor.encode(), None)
+
+
+def _unseal(retired: str, sealed: bytes) -> str | None:
+    try:
+        plain = AESGCM(_seal_key(retired)).decrypt(sealed[:_SEAL_NONCE], sealed[_SEAL_NONCE:], None)
+    except InvalidTag:
+        return None
+    return plain.decode()
 
 
 def _seen(address: str | None, user_agent: str | None) -> dict[str, Any]:
@@ -95,7 +119,9 @@ class Sessions:
     def refresh(
         self, refresh_token: str, *, address: str | None = None, user_agent: str | None = None
     ) -> tuple[dict[str, Any], dict[str, Any], str]:
-        """Retire a refresh token for a new one: the user, the session and the new token."""
+        """Retire a refresh token for a new one: the user, the session and the new token.
+
+        Within the reuse interval the token just retired gives the same new token again."""
         new_token = self.new_secret()
         now = self.clock()
         outcome, session = self.store.rotate_refresh_token(
@@ -106,13 +132,19 @@ class Sessions:
             limit=self.REFRESH_LIMIT,
             window=self.REFRESH_WINDOW,
             grace=self.reuse_interval,
+            sealed=_seal(refresh_token, new_token) if self.reuse_interval else None,
             touch={"last_used_at": now, **_seen(address, user_agent)},
         )
         if outcome == "unknown":
             raise InvalidGrant("The refresh token is invalid")
-        if outcome == "contended":
-            # The token is still in its reuse window; many tabs raced for it: try again.
-            raise RefreshContended("The refresh token was used concurrently; try again")
+        if outcome == "graced":
+            new_token = _unseal(refresh_token, session["sealed"])
+            if new_token is None or _token_hash(new_token) != session["current"]:
+                # Only a changed session can get here (rotated again meanwhile): not reuse.
+                raise InvalidGrant("The refresh token was used concurrently; sign in again")
+            self.events.record(
+                "refresh_reuse_allowed", sid=session["id"], user_id=session["user_id"]
+            )
         if outcome == "reused":
             # A retired token came back: whoever holds the chain, the session is not safe.
             self.revoke(session["id"])
@@ -129,10 +161,6 @@ class Sessions:
         if outcome == "limited":
             ends = session["refresh_window_start"] + dt.timedelta(seconds=self.REFRESH_WINDOW)
             raise Throttled(max(1, int((ends - self.clock()).total_seconds() + 0.999)))
-        if outcome == "graced":
-            self.events.record(
-                "refresh_reuse_allowed", sid=session["id"], user_id=session["user_id"]
-            )
         user = self.store.find_user(session["user_id"])
         if user is None:
             self.revoke(session["id"])

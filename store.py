@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import pymongo
 import pymongo.uri_parser
-from bson import ObjectId
+from bson import Binary, ObjectId
 from bson.errors import InvalidId
 from pymongo import errors as mongo_errors
 from pymongo.collection import ReturnDocument
@@ -549,9 +549,6 @@ class Store:
             }
         )
 
-    # How often a grace use re-reads the session when a concurrent one moved `current`.
-    GRACE_ATTEMPTS = 16
-
     @_translated
     def rotate_refresh_token(
         self,
@@ -563,19 +560,23 @@ class Store:
         limit: int,
         window: int,
         grace: int = 0,
+        sealed: bytes | None = None,
         touch: dict[str, Any] | None = None,
     ) -> tuple[str, dict[str, Any] | None]:
         """Swap a live session's current token for a new one, at most `limit` per window.
 
-        Within `grace` seconds of a rotation the token it retired (`previous`), and any token
-        a grace use displaced since (`graced`: tabs racing, a browser keeping the older of two
-        cookies), may be presented again: it gets a new `current` too, and the window is not
-        moved. Tokens of earlier rotations stay reuse.
-        Answers ("rotated" or "graced", session before), ("limited", session),
-        ("contended", session), ("reused", session), ("ended", session) or ("unknown", None).
+        The token it retires becomes `previous`, with `sealed` (the new token, sealed with the
+        retired one by the caller). Within `grace` seconds of that rotation, `previous` may be
+        presented again: nothing rotates, the session is touched and returned with `sealed`,
+        so every racing use ends with the same current token. Earlier tokens stay reuse.
+        Answers ("rotated", session before), ("graced", session after), ("limited", session),
+        ("reused", session), ("ended", session) or ("unknown", None).
         """
         touch = touch or {}
         live = {"revoked_at": {"$exists": False}, "expires_at": {"$gt": now}}
+        rotation = {"previous": token_hash, "rotated_at": now, **touch}
+        if sealed is not None:
+            rotation["sealed"] = Binary(sealed)
         session = self._swap_current(
             {**live, "current": token_hash},
             token_hash,
@@ -584,34 +585,28 @@ class Store:
             keep=keep,
             limit=limit,
             window=window,
-            also={"previous": token_hash, "rotated_at": now, "graced": [], **touch},
+            also=rotation,
         )
         if session is not None:
             return "rotated", _public(session)
-        in_grace = {
-            "$or": [{"previous": token_hash}, {"graced": token_hash}],
-            "rotated_at": {"$gt": now - dt.timedelta(seconds=grace)},
-        }
-        for _ in range(self.GRACE_ATTEMPTS if grace > 0 else 0):
-            found = self.sessions.find_one({**live, **in_grace}, {"current": 1})
-            if found is None:
-                break
-            # The filter names `current`, the field being changed: of concurrent grace uses
-            # one wins, the others read the new current and try again.
-            session = self._swap_current(
-                {**live, **in_grace, "_id": found["_id"], "current": found["current"]},
-                found["current"],
-                new_hash,
-                now=now,
-                keep=keep,
-                limit=limit,
-                window=window,
-                also=touch,
-                graced=True,
+        if grace > 0:
+            session = self.sessions.find_one_and_update(
+                {**live, **self._in_grace(token_hash, now=now, grace=grace)},
+                {"$set": touch or {"last_used_at": now}},
+                return_document=ReturnDocument.AFTER,
             )
             if session is not None:
                 return "graced", _public(session)
         return self._classify(token_hash, now=now, grace=grace, limit=limit, window=window)
+
+    @staticmethod
+    def _in_grace(token_hash: str, *, now: dt.datetime, grace: int) -> dict[str, Any]:
+        """The filter of a session whose token just rotated is this one, within `grace`."""
+        return {
+            "previous": token_hash,
+            "sealed": {"$exists": True},
+            "rotated_at": {"$gt": now - dt.timedelta(seconds=grace)},
+        }
 
     def _swap_current(
         self,
@@ -624,13 +619,9 @@ class Store:
         limit: int,
         window: int,
         also: dict[str, Any],
-        graced: bool = False,
     ) -> dict[str, Any] | None:
-        """One conditional write: `current` becomes `new_hash`, `retiring` joins `retired`
-        (and `graced`, when a grace use displaces it within the window)."""
+        """One conditional write: `current` becomes `new_hash`, `retiring` joins `retired`."""
         retire = {"retired": {"$each": [retiring], "$slice": -keep}}
-        if graced:
-            retire["graced"] = retiring
         window_start = now - dt.timedelta(seconds=window)
         return self.sessions.find_one_and_update(
             {
@@ -663,24 +654,17 @@ class Store:
             return "unknown", None
         ended = "revoked_at" in session or session["expires_at"] <= now
         if session["current"] != token_hash:
-            rotated_at = session.get("rotated_at")
-            graced = (
+            recent = (
                 grace > 0
-                and (
-                    session.get("previous") == token_hash or token_hash in session.get("graced", [])
-                )
-                and rotated_at is not None
-                and rotated_at > now - dt.timedelta(seconds=grace)
+                and session.get("previous") == token_hash
+                and "sealed" in session
+                and session["rotated_at"] > now - dt.timedelta(seconds=grace)
             )
-            if not graced:
+            if not recent:
                 return "reused", session
-            if ended:
-                return "ended", session
-            if session["refresh_count"] >= limit and session[
-                "refresh_window_start"
-            ] > now - dt.timedelta(seconds=window):
-                return "limited", session
-            return "contended", session
+            # Within its window: ended, or the session changed under the grace read; either
+            # way not reuse.
+            return ("ended", session) if ended else ("graced", session)
         if ended:
             return "ended", session
         return "limited", session

@@ -6,9 +6,6 @@
 import * as api from './api.js';
 
 const ADMIN_ROLE = 'admin';
-// Another tab refreshing the same cookie at the same moment: the service answers 429 with
-// Retry-After 1 and keeps the cookie; one second later the other tab's rotation has landed.
-const LOST_RACE_WAIT_S = 1;
 
 // The access token lives only in this variable: a page reload or a closed tab forgets it.
 let accessToken = null;
@@ -108,15 +105,9 @@ function refreshAccessToken() {
   return refreshing;
 }
 
+// Tabs refreshing at once all get the same new cookie within the service's reuse interval.
 async function refreshFromCookie() {
-  try {
-    accessToken = (await api.sessionRefresh()).access_token;
-  } catch (err) {
-    if (err.status !== 429 || err.retryAfter === null || err.retryAfter > LOST_RACE_WAIT_S) throw err;
-    // A lost race with another tab, not a lost session: once more, after the second asked for.
-    await new Promise((resolve) => { window.setTimeout(resolve, LOST_RACE_WAIT_S * 1000); });
-    accessToken = (await api.sessionRefresh()).access_token;
-  }
+  accessToken = (await api.sessionRefresh()).access_token;
 }
 
 // The session is over: forget it, tell the page why, and tell callers to stop.

@@ -204,7 +204,7 @@ def test_without_fetch_metadata_the_services_own_origin_is_accepted(timed):
 
 
 def test_tabs_refreshing_one_cookie_at_once_stay_signed_in(gunicorn_server, db):
-    """8 concurrent refreshes with one cookie on real gunicorn (2 workers x 8 threads)."""
+    """8 concurrent refreshes with one cookie on real gunicorn (2 workers x 8 threads): all 200."""
     import requests
     from test_refresh import run_at_once
 
@@ -222,31 +222,25 @@ def test_tabs_refreshing_one_cookie_at_once_stay_signed_in(gunicorn_server, db):
     assert login.status_code == 200, login.text
     token = COOKIE.match(login.headers["Set-Cookie"]).group(1)
 
-    def tab() -> tuple[int, str | None]:
+    def tab() -> str:
         answer = requests.post(
             f"{base}/auth/session/refresh", headers=with_cookie(token, origin), timeout=10
         )
-        if answer.status_code == 429:
-            assert answer.headers["Retry-After"] == "1"
-            assert "Set-Cookie" not in answer.headers
-            return 429, None
         assert answer.status_code == 200, answer.text
         me = requests.get(
             f"{base}/users/me", headers=bearer(answer.json()["access_token"]), timeout=10
         )
         assert me.status_code == 200
-        return 200, COOKIE.match(answer.headers["Set-Cookie"]).group(1)
+        return COOKIE.match(answer.headers["Set-Cookie"]).group(1)
 
-    outcomes = run_at_once(8, tab)
-    cookies = [cookie for status, cookie in outcomes if status == 200]
-    print(f"{len(cookies)} of 8 concurrent refreshes got a cookie, the others 429")
-    assert cookies
+    # Every tab gets the same new cookie: whichever answer the browser stores last, it holds
+    # the session's current token.
+    cookies = set(run_at_once(8, tab))
+    assert len(cookies) == 1
+    (current,) = cookies
     (session,) = db.sessions.find()
     assert "revoked_at" not in session
-    # The session's current token is one of the cookies given out, and it refreshes.
-    (current,) = [
-        c for c in cookies if hashlib.sha256(c.encode()).hexdigest() == session["current"]
-    ]
+    assert session["current"] == hashlib.sha256(current.encode()).hexdigest()
     again = requests.post(
         f"{base}/auth/session/refresh", headers=with_cookie(current, origin), timeout=10
     )
