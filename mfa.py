@@ -224,7 +224,7 @@ def _qr_svg(uri: str) -> str:
     segno.make(uri, error="m").save(
         out, kind="svg", scale=4, xmldecl=False, svgns=True, svgclass=None, lineclass=None
     )
-    return out.getvalue().decode()
+    return out.getvalue().decode().strip()
 
 
 # -- recovery codes -------------------------------------------------------------------------
