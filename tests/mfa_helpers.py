@@ -55,8 +55,10 @@ def mfa_grant(app, token: str, **proof: str):
     return app.post_json("/auth/token", body, status=status)
 
 
-def mfa_login(app, secret: str, clock: ManualClock, username: str = "alice") -> dict:
+def mfa_login(
+    app, secret: str, clock: ManualClock, username: str = "alice", password: str = PASSWORD
+) -> dict:
     """A whole two-step login with the current code (the clock then moves a step on)."""
-    answer = mfa_grant(app, mfa_token(app, username), otp=code_at(secret, clock)).json
+    answer = mfa_grant(app, mfa_token(app, username, password), otp=code_at(secret, clock)).json
     clock.advance(STEP)
     return answer
