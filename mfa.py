@@ -76,6 +76,7 @@ class SecondFactors:
         self._sources: list[Source] = []
         self._verifiers: dict[str, Verifier] = {}
         self._describers: list[Describer] = []
+        self._removers: list[Callable[[str], object]] = []
 
     def add(
         self,
@@ -83,12 +84,21 @@ class SecondFactors:
         methods: Source,
         verifiers: dict[str, Verifier] | None = None,
         describe: Describer | None = None,
+        remove: Callable[[str], object] | None = None,
     ) -> None:
-        """Register a kind of factor: its methods, its proofs' verifiers, its status part."""
+        """Register a kind of factor: its methods, its proofs' verifiers, its status part,
+        and how to remove all of it from an account (by user id)."""
         self._sources.append(methods)
         self._verifiers.update(verifiers or {})
         if describe is not None:
             self._describers.append(describe)
+        if remove is not None:
+            self._removers.append(remove)
+
+    def remove_all(self, user_id: str) -> None:
+        """Remove every factor of every kind from the account (an operator's reset)."""
+        for remove in self._removers:
+            remove(user_id)
 
     def methods(self, user: dict[str, Any]) -> list[str]:
         """The methods the user can complete a login with, in METHOD_ORDER."""
@@ -137,7 +147,12 @@ class Totp:
 
     def register(self, factors: SecondFactors) -> None:
         """Join the list of factors as the `otp` method."""
-        factors.add(methods=self.methods, verifiers={"otp": self.verify}, describe=self.describe)
+        factors.add(
+            methods=self.methods,
+            verifiers={"otp": self.verify},
+            describe=self.describe,
+            remove=self.remove,
+        )
 
     def methods(self, user: dict[str, Any]) -> list[str]:
         """`otp` once a TOTP factor is confirmed."""
@@ -190,7 +205,7 @@ class Totp:
         return Proof(amr=("otp",))
 
     def remove(self, user_id: str) -> bool:
-        """Remove the TOTP factor; False when there was none."""
+        """Remove the TOTP factor (and a pending enrolment); False when none was active."""
         return self.store.remove_totp(user_id)
 
     def _matching_step(self, secret: str, code: str, *, after: int) -> int | None:
@@ -237,7 +252,10 @@ class RecoveryCodes:
     def register(self, factors: SecondFactors) -> None:
         """Join the list of factors as the `recovery_code` method."""
         factors.add(
-            methods=self.methods, verifiers={"recovery_code": self.verify}, describe=self.describe
+            methods=self.methods,
+            verifiers={"recovery_code": self.verify},
+            describe=self.describe,
+            remove=self.clear,
         )
 
     def methods(self, user: dict[str, Any]) -> list[str]:

@@ -478,12 +478,14 @@ class Store:
 
     @_translated
     def remove_totp(self, user_id: str) -> bool:
-        """Remove the active and any pending TOTP factor; False when none was active."""
-        result = self.users.update_one(
-            {"_id": ObjectId(user_id), "totp": {"$exists": True}},
+        """Remove the TOTP factor, active or pending; True when one was active."""
+        before = self.users.find_one_and_update(
+            {"_id": ObjectId(user_id)},
             {"$unset": {"totp": "", "totp_pending": ""}},
+            projection={"totp": 1},
+            return_document=ReturnDocument.BEFORE,
         )
-        return result.modified_count == 1
+        return before is not None and "totp" in before
 
     @_translated
     def set_recovery_codes(self, user_id: str, hashes: list[str] | None) -> None:

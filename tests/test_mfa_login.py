@@ -18,6 +18,7 @@ from mfa_helpers import (
     step_clock,
 )
 from test_cookie_session import SAME_ORIGIN, assert_cookie_answer
+from test_ttl_indexes import run_ttl_pass
 
 WRONG_OTP = {"error": "invalid_grant", "error_description": "The otp is incorrect"}
 SPENT_TOKEN = {
@@ -84,6 +85,18 @@ def test_the_mfa_token_is_stored_only_as_a_hash_with_a_ttl(app, secret, db):
         index["key"] == [("expires_at", 1)] and index.get("expireAfterSeconds") == 0
         for index in indexes
     )
+
+
+def test_expired_mfa_tokens_are_removed_by_the_database(make_app, db):
+    month_ago = step_clock()
+    month_ago.advance(-30 * 86400)
+    old = make_app(clock=month_ago)
+    register(old, "alice")
+    enable_totp(old, login(old, "alice").json["access_token"], month_ago)
+    mfa_token(old)
+    assert db["mfa_attempts"].count_documents({}) == 1
+    run_ttl_pass(db, dt.datetime.now(dt.UTC))
+    assert db["mfa_attempts"].count_documents({}) == 0
 
 
 # -- the MFA grant ---------------------------------------------------------------------------

@@ -6,10 +6,14 @@ from __future__ import annotations
 import json
 
 import jwt
+import pymongo
 import pytest
 from helpers import ADMIN_PASSWORD, PASSWORD, assert_documented, bearer, login, make_admin, register
 from mfa_helpers import code_at, enable_totp, mfa_login, step_clock
 from test_cookie_session import cookie_of, with_cookie
+from test_ttl_indexes import Recorder
+
+import store as store_module
 
 STALE = (
     'Bearer realm="tokenauth", error="insufficient_user_authentication", '
@@ -180,6 +184,24 @@ def test_admin_writes_need_the_admins_second_factor(app, clock):
     clock.advance(601)
     app.get("/persons", headers=bearer(weak), status=200)
     app.get("/users", headers=bearer(weak), status=200)
+
+
+def test_a_fresh_two_factor_token_steps_up_without_a_read(make_app, mongo_uri, db_name, clock):
+    commands: list[str] = []
+    client = pymongo.MongoClient(mongo_uri, tz_aware=True, event_listeners=[Recorder(commands)])
+    try:
+        app = make_app(store=store_module.Store(client[db_name]), clock=clock)
+        weak = make_admin(app)
+        secret, _ = enable_totp(app, weak, clock)
+        strong = mfa_login(app, secret, clock, username="root-admin", password=ADMIN_PASSWORD)
+        commands.clear()
+        app.post_json("/persons", PERSON, headers=bearer(strong["access_token"]), status=201)
+        assert commands == ["insert"]
+        commands.clear()
+        app.post_json("/persons", PERSON, headers=bearer(weak), status=401)
+        assert commands == ["find"]  # whether the admin has a factor
+    finally:
+        client.close()
 
 
 def test_admin_writes_without_the_factor_when_the_operator_says_so(make_app, make_config, clock):
