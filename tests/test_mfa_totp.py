@@ -301,3 +301,12 @@ def test_the_last_recovery_code_leaves_none(app, token, clock, db):
         )
     # TOTP still stands; recovery codes are no longer offered.
     assert login(app, "alice", PASSWORD, status=403).json["mfa_methods"] == ["otp"]
+
+
+def test_deleting_the_account_removes_its_factors_and_logins_in_flight(app, token, clock, db):
+    secret, _ = enable_totp(app, token, clock)
+    mfa_token(app)  # a login waiting for its second step
+    strong = mfa_login(app, secret, clock)["access_token"]
+    app.delete_json("/users/me", {"current_password": PASSWORD}, headers=bearer(strong), status=204)
+    assert db["users"].count_documents({}) == 0
+    assert db["mfa_attempts"].count_documents({}) == 0

@@ -3,6 +3,8 @@ and the sign-in claims in tokens, introspection and forward-auth."""
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import json
 
 import jwt
@@ -344,4 +346,32 @@ def test_tokens_from_before_the_claims_still_verify_but_never_step_up(app):
     app.get("/auth/verify?acr=aal2", headers=bearer(legacy), status=401)
     assert_step_up(
         app.delete("/users/me/sessions", headers=bearer(legacy), expect_errors=True), STALE
+    )
+
+
+def test_sessions_from_before_the_claims_count_as_password_logins_when_they_opened(app, clock):
+    register(app, "alice")
+    components = app.app.components
+    user = components.store.find_user_by_name("alice")
+    opened = clock.now
+    # A session as the service wrote them before it kept the sign-in (no auth fields).
+    components.store.create_session(
+        sid="before-upgrade",
+        user_id=user["id"],
+        token_hash=hashlib.sha256(b"a-refresh-token-from-before").hexdigest(),
+        credential_version=0,
+        now=opened,
+        expires_at=opened + dt.timedelta(days=1),
+    )
+    clock.advance(60)
+    answer = app.post(
+        "/auth/token",
+        {"grant_type": "refresh_token", "refresh_token": "a-refresh-token-from-before"},
+        status=200,
+    )
+    claims = claims_of(answer.json["access_token"])
+    assert (claims["auth_time"], claims["amr"], claims["acr"]) == (
+        int(opened.timestamp()),
+        ["pwd"],
+        "aal1",
     )
