@@ -40,6 +40,13 @@ METHOD_ORDER = ("otp", "recovery_code", "passkey")
 FACTOR_METHODS = frozenset({"otp", "passkey"})
 
 
+def _method_rank(method: str) -> tuple[int, str]:
+    # Known methods in METHOD_ORDER; any other a factor module adds, after them by name.
+    return (
+        (METHOD_ORDER.index(method), "") if method in METHOD_ORDER else (len(METHOD_ORDER), method)
+    )
+
+
 def _hash(secret: str) -> str:
     # A fast hash: mfa_tokens and recovery codes carry 80 to 256 random bits.
     return hashlib.sha256(secret.encode()).hexdigest()
@@ -103,7 +110,7 @@ class SecondFactors:
     def methods(self, user: dict[str, Any]) -> list[str]:
         """The methods the user can complete a login with, in METHOD_ORDER."""
         found = {method for source in self._sources for method in source(user)}
-        return sorted(found, key=lambda m: METHOD_ORDER.index(m) if m in METHOD_ORDER else 99)
+        return sorted(found, key=_method_rank)
 
     def has_factor(self, user: dict[str, Any]) -> bool:
         """Whether the account has an active second factor (recovery codes alone are none)."""
@@ -111,9 +118,7 @@ class SecondFactors:
 
     def proofs(self) -> list[str]:
         """The proof parameters a second step accepts."""
-        return sorted(
-            self._verifiers, key=lambda m: METHOD_ORDER.index(m) if m in METHOD_ORDER else 99
-        )
+        return sorted(self._verifiers, key=_method_rank)
 
     def verify(self, proof: str, user: dict[str, Any], value: Any) -> Proof | None:
         """The checked proof, or None when it is wrong (or the user lacks that method)."""

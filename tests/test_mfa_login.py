@@ -20,6 +20,8 @@ from mfa_helpers import (
 from test_cookie_session import SAME_ORIGIN, assert_cookie_answer
 from test_ttl_indexes import run_ttl_pass
 
+import mfa
+
 WRONG_OTP = {"error": "invalid_grant", "error_description": "The otp is incorrect"}
 SPENT_TOKEN = {
     "error": "invalid_grant",
@@ -314,3 +316,28 @@ def test_the_cookie_login_refuses_a_password_and_an_mfa_token_at_once(app, secre
     body = {"username": "alice", "password": PASSWORD, "mfa_token": "x"}
     answer = app.post_json("/auth/session", body, headers=SAME_ORIGIN, status=400)
     assert answer.json["error"] == "invalid_request"
+
+
+# -- another kind of factor joins by registering ------------------------------------------------
+def test_a_kind_of_factor_plugs_in_by_registering(app, clock):
+    """What the passkeys module does: its method, its proof, its part of GET /users/me/mfa."""
+    register(app, "carol")
+    listed = [{"id": "k1", "name": "laptop", "created_at": "2026-01-01T00:00:00.000Z"}]
+    app.app.components.factors.add(
+        methods=lambda user: ["passkey"] if user["username"] == "carol" else [],
+        verifiers={
+            "passkey": lambda user, value: (
+                mfa.Proof(amr=("hwk", "user")) if value == {"assertion": "right"} else None
+            )
+        },
+        describe=lambda user: {"passkeys": listed if user["username"] == "carol" else []},
+    )
+    first = login(app, "carol", status=403).json
+    assert first["mfa_methods"] == ["passkey"]
+    wrong = mfa_grant(app, first["mfa_token"], passkey={"assertion": "wrong"}, status=400)
+    assert wrong.json == {"error": "invalid_grant", "error_description": "The passkey is incorrect"}
+    done = mfa_grant(app, first["mfa_token"], passkey={"assertion": "right"}).json
+    claims = claims_of(done["access_token"])
+    assert (claims["amr"], claims["acr"]) == (["pwd", "hwk", "user", "mfa"], "aal2")
+    status = app.get("/users/me/mfa", headers=bearer(done["access_token"])).json
+    assert status == {"totp": False, "recovery_codes_left": 0, "passkeys": listed}
