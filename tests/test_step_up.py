@@ -247,9 +247,19 @@ def test_a_login_with_the_users_live_cookie_re_authenticates_that_session(app, c
     sessions = app.get("/users/me/sessions", headers=bearer(again.json["access_token"])).json
     assert [s["id"] for s in sessions["items"]] == [sid]
     app.delete("/users/me/sessions", headers=bearer(again.json["access_token"]), status=204)
-    # The old cookie retired as a rotation retires it; the new one refreshes.
+    # The old cookie retired as a rotation retires it: within the reuse interval (another
+    # tab refreshing just then) it gives the same new cookie, whose session is the strong one.
+    clock.advance(5)
+    app.cookiejar.clear()
+    racing = app.post("/auth/session/refresh", headers=with_cookie(cookie), status=200)
+    assert cookie_of(racing)[0] == new_cookie
+    assert claims_of(racing.json["access_token"])["auth_time"] == claims["auth_time"]
     app.cookiejar.clear()
     app.post("/auth/session/refresh", headers=with_cookie(new_cookie), status=200)
+    # Past the interval it is reuse, as after any rotation.
+    clock.advance(10)
+    app.cookiejar.clear()
+    app.post("/auth/session/refresh", headers=with_cookie(cookie), status=401)
 
 
 def test_a_login_without_the_cookie_opens_another_session(app):
