@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import store as store_module
@@ -104,9 +104,19 @@ class Accounts:
         )
 
     def authenticate(
-        self, username: str, password: str, *, address: str, user_agent: str | None = None
+        self,
+        username: str,
+        password: str,
+        *,
+        address: str,
+        user_agent: str | None = None,
+        second_step: Callable[[dict[str, Any]], bool] | None = None,
     ) -> dict[str, Any]:
-        """The user whose password this is; Throttled or InvalidGrant otherwise."""
+        """The user whose password this is; Throttled or InvalidGrant otherwise.
+
+        `second_step(user)` says whether the login goes on to a second factor: then the
+        failures counted so far stand until that step succeeds.
+        """
         try:
             _, key = normalize_username(username)
         except InvalidInput:
@@ -138,7 +148,12 @@ class Accounts:
                 "login_disabled", address=address, user_id=user["id"], user_agent=user_agent
             )
             raise InvalidGrant("The username or password is incorrect")
-        self.throttle.succeeded(key, address)
+        if second_step is not None and second_step(user):
+            # Only the first of two steps: this attempt is given back, the failures stay,
+            # so a known password cannot wipe the count of wrong codes guessed after it.
+            self.throttle.abandoned(key, address)
+        else:
+            self.throttle.succeeded(key, address)
         if self.hasher.needs_rehash(user["password_hash"]):
             # Conditional on the hash just checked: a change that landed meanwhile stays.
             self.store.upgrade_password_hash(

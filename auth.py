@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import secrets
@@ -30,6 +31,8 @@ REALM = "tokenauth"
 ACCESS_TOKEN_TYPE = "at+jwt"
 REQUIRED_CLAIMS = ("iss", "sub", "aud", "exp", "iat", "jti", "sid", "username", "roles")
 USERNAME_PUNCTUATION = frozenset("._-@")
+# Authentication assurance levels (NIST SP 800-63B) as `acr` values: one factor, two.
+AAL1, AAL2 = "aal1", "aal2"
 
 
 # -- usernames --------------------------------------------------------------------------
@@ -41,6 +44,42 @@ def normalize_username(username: str) -> tuple[str, str]:
     if not all(ch.isalnum() or ch in USERNAME_PUNCTUATION for ch in display):
         raise InvalidInput([("username", "may contain only letters, digits and . _ - @")])
     return display, unicodedata.normalize("NFKC", display.casefold())
+
+
+# -- how the user signed in -------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Authentication:
+    """When and how the user proved who they are: a token's `auth_time`, `amr` and `acr`.
+
+    `amr` holds RFC 8176 values (`pwd`, `otp`, `hwk`, `swk`, `user`, `mfa`); the level is
+    `aal2` exactly when it holds `mfa` (two factors), else `aal1`. Kept on the session, so
+    every token a session issues carries the sign-in that opened (or last re-authenticated) it.
+    """
+
+    time: dt.datetime
+    amr: tuple[str, ...] = ("pwd",)
+
+    @property
+    def acr(self) -> str:
+        """The assurance level: aal2 for two factors, aal1 for one."""
+        return AAL2 if "mfa" in self.amr else AAL1
+
+    def claims(self) -> dict[str, Any]:
+        """The JWT claims (OpenID Connect Core 1.0 §2, RFC 9470)."""
+        return {"auth_time": int(self.time.timestamp()), "amr": list(self.amr), "acr": self.acr}
+
+    def fields(self) -> dict[str, Any]:
+        """What a session stores of it."""
+        return {"auth_time": self.time, "amr": list(self.amr), "acr": self.acr}
+
+    @classmethod
+    def of_session(cls, session: dict[str, Any]) -> Authentication:
+        """The sign-in a session holds; one opened before these fields existed was a password
+        login at its creation."""
+        return cls(
+            time=session.get("auth_time") or session["created_at"],
+            amr=tuple(session.get("amr") or ("pwd",)),
+        )
 
 
 # -- access tokens ----------------------------------------------------------------------
@@ -68,9 +107,15 @@ class AccessTokens:
         self._verified: tuple[int, dict[str, dict[str, Any]]] = (keyring.generation, {})
 
     def issue(
-        self, *, user: dict[str, Any], sid: str, not_after: dt.datetime | None = None
+        self,
+        *,
+        user: dict[str, Any],
+        sid: str,
+        not_after: dt.datetime | None = None,
+        auth: Authentication | None = None,
     ) -> tuple[str, dict[str, Any]]:
-        """A signed access token for the user in session `sid` (dying by `not_after`)."""
+        """A signed access token for the user in session `sid` (dying by `not_after`),
+        carrying how the user signed in (`auth`) when given."""
         now = int(self.clock().timestamp())
         expires = now + self.ttl
         if not_after is not None:
@@ -87,6 +132,8 @@ class AccessTokens:
             "username": user["username"],
             "roles": list(user["roles"]),
         }
+        if auth is not None:
+            claims.update(auth.claims())
         key = self.keyring.current
         token = jwt.encode(
             claims,
@@ -161,6 +208,13 @@ class AccessTokens:
         if not isinstance(claims["iat"], int | float) or claims["iat"] - CLOCK_SKEW > now:
             raise InvalidToken("The access token is issued in the future")
         if not isinstance(claims["roles"], list) or not isinstance(claims["sid"], str):
+            raise InvalidToken("The access token claims are malformed")
+        # Optional (tokens issued before them lack them), but well-formed when present.
+        if (
+            not isinstance(claims.get("auth_time", 0), int)
+            or not isinstance(claims.get("amr", []), list)
+            or not isinstance(claims.get("acr", AAL1), str)
+        ):
             raise InvalidToken("The access token claims are malformed")
         return claims
 
@@ -343,14 +397,20 @@ def _describe_failure(exc: BaseException) -> str:
 
 
 # -- the Bearer middleware --------------------------------------------------------------
-def _challenge(error: str | None = None, description: str | None = None) -> str:
-    challenge = f'Bearer realm="{REALM}"'
+def challenge(
+    error: str | None = None, description: str | None = None, **params: int | str | None
+) -> str:
+    """An RFC 6750 Bearer challenge; `params` adds e.g. RFC 9470's max_age and acr_values."""
+    text = f'Bearer realm="{REALM}"'
     if error:
-        challenge += f', error="{error}"'
+        text += f', error="{error}"'
     if description:
         safe = description.replace("\\", "").replace('"', "'")
-        challenge += f', error_description="{safe}"'
-    return challenge
+        text += f', error_description="{safe}"'
+    for name, value in params.items():
+        if value is not None:
+            text += f", {name}={value}" if isinstance(value, int) else f', {name}="{value}"'
+    return text
 
 
 def unauthorized(description: str | None = None) -> falcon.HTTPUnauthorized:
@@ -360,7 +420,7 @@ def unauthorized(description: str | None = None) -> falcon.HTTPUnauthorized:
         title="Unauthorized",
         description=description
         or "This route needs an access token: Authorization: Bearer <token>",
-        challenges=[_challenge(error, description)],
+        challenges=[challenge(error, description)],
     )
 
 
@@ -376,7 +436,7 @@ def require_role(req: falcon.Request, role: str) -> None:
         raise falcon.HTTPForbidden(
             title="Forbidden",
             description=description,
-            headers={"WWW-Authenticate": _challenge("insufficient_scope", description)},
+            headers={"WWW-Authenticate": challenge("insufficient_scope", description)},
         )
 
 

@@ -46,6 +46,7 @@ def parser() -> argparse.ArgumentParser:
         ("disable-user", "refuse the user's logins and end every session"),
         ("enable-user", "let a disabled user log in again"),
         ("sessions", "list the user's live sessions, one a line"),
+        ("remove-mfa", "remove the user's second factors and recovery codes; end every session"),
     ):
         commands.add_parser(name, help=text).add_argument("username")
     commands.add_parser("rotate-key", help="make a new signing key current")
@@ -138,6 +139,16 @@ def enable_user(c: Components, args: argparse.Namespace, password: str | None) -
     return [f"enabled {user['username']}"]
 
 
+def remove_mfa(c: Components, args: argparse.Namespace, password: str | None) -> list[str]:
+    """`remove-mfa NAME`: for a user who lost every factor and code; every session ended
+    (one may be on the lost device)."""
+    user = _user(c, args.username)
+    c.factors.remove_all(user["id"])
+    ended = c.sessions.revoke_others(user["id"], keep_sid=None)
+    log_event("mfa_removed", user_id=user["id"], sessions_revoked=len(ended), via="cli")
+    return [f"second factors of {user['username']} removed; {len(ended)} session(s) ended"]
+
+
 def sessions(c: Components, args: argparse.Namespace, password: str | None) -> list[str]:
     """`sessions NAME`: one line per live session, most recently used first."""
     user = _user(c, args.username)
@@ -196,6 +207,7 @@ COMMANDS = {
     "disable-user": disable_user,
     "enable-user": enable_user,
     "sessions": sessions,
+    "remove-mfa": remove_mfa,
     "mail": mail_status,
 }
 

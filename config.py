@@ -47,6 +47,10 @@ class Config:
     service_name: str = "tokenauth"
     # Seconds a password-reset secret lives.
     reset_ttl: int = 1800
+    # How recent an authentication the sensitive routes need (RFC 9470 max_age), seconds.
+    step_up_max_age: int = 600
+    # Admin writes need a token with a second factor once the admin has one.
+    admin_requires_mfa: bool = True
     # Not in the environment: how long a request waits for MongoDB before answering 503.
     db_timeout_ms: int = 2000
     # Not in the environment: how often each worker polls revocations and keys.
@@ -69,6 +73,7 @@ class Config:
         _require_range("TOKENAUTH_EVENT_RETENTION", self.event_retention, 1, 3650)
         _require_range("TOKENAUTH_REFRESH_REUSE_INTERVAL", self.refresh_reuse_interval, 0, 300)
         _require_range("TOKENAUTH_RESET_TTL", self.reset_ttl, 60, 604_800)
+        _require_range("TOKENAUTH_STEP_UP_MAX_AGE", self.step_up_max_age, 1, 86_400)
         if self.smtp_url is not None and not self.smtp_url.startswith(("smtp://", "smtps://")):
             raise ConfigError("TOKENAUTH_SMTP_URL", "must start with smtp:// or smtps://")
         for proxy in self.trusted_proxies:
@@ -136,6 +141,8 @@ class Config:
             "mail_from": text("MAIL_FROM"),
             "service_name": text("SERVICE_NAME"),
             "reset_ttl": integer("RESET_TTL"),
+            "step_up_max_age": integer("STEP_UP_MAX_AGE"),
+            "admin_requires_mfa": boolean("ADMIN_REQUIRES_MFA"),
         }
         proxies = text("TRUSTED_PROXIES")
         if proxies:

@@ -22,11 +22,13 @@ class StoreError(TokenauthError):
 
 
 class Conflict(StoreError):
-    """A unique field already holds this value."""
+    """A unique field already holds this value (or, with `message`, the field's state
+    forbids the change: "is already active")."""
 
-    def __init__(self, field: str) -> None:
-        super().__init__(f"{field} already exists")
+    def __init__(self, field: str, message: str | None = None) -> None:
+        super().__init__(f"{field} {message or 'already exists'}")
         self.field = field
+        self.message = message
 
 
 class LastAdmin(TokenauthError):
@@ -69,6 +71,34 @@ class InvalidToken(TokenauthError):
     def __init__(self, description: str) -> None:
         super().__init__(description)
         self.description = description
+
+
+class StepUpRequired(TokenauthError):
+    """The token's authentication is too old or too weak for this route (RFC 9470).
+
+    `max_age` is the most seconds since authentication the route accepts (None: any),
+    `acr_values` the level it needs ("aal2"), or None when any level will do.
+    """
+
+    def __init__(
+        self, description: str, *, max_age: int | None = None, acr_values: str | None = None
+    ) -> None:
+        super().__init__(description)
+        self.description = description
+        self.max_age = max_age
+        self.acr_values = acr_values
+
+
+class MfaRequired(TokenauthError):
+    """A right password for an account with a second factor: the login needs its second step.
+
+    `mfa_token` names the attempt (shown once), `mfa_methods` the proofs that complete it.
+    """
+
+    def __init__(self, mfa_token: str, mfa_methods: list[str]) -> None:
+        super().__init__("a second factor is required")
+        self.mfa_token = mfa_token
+        self.mfa_methods = mfa_methods
 
 
 class RevocationsStale(TokenauthError):

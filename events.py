@@ -27,6 +27,11 @@ USER_EVENTS = frozenset(
         "email_changed",
         "email_verified",
         "password_reset",
+        "mfa_failed",
+        "totp_enabled",
+        "totp_removed",
+        "recovery_code_used",
+        "recovery_codes_regenerated",
     }
 )
 MAX_USER_AGENT = 512

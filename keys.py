@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import dataclasses
 import datetime as dt
@@ -15,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from clock import Clock, utcnow
 from errors import ConfigError
@@ -174,15 +178,8 @@ class KeyRing:
         return SigningKey(kid, created_at, private, public, jwk)
 
     # -- writing -----------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        # Workers and the CLI may start at once: one of them writes a key, the others read it.
-        with open(self.keys_dir / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return _locked(self.keys_dir)
 
     def _write_new_key(self) -> str:
         # The newest kid signs and kids carry whole seconds: a key made in the same second
@@ -204,12 +201,7 @@ class KeyRing:
                 serialization.PrivateFormat.PKCS8,
                 serialization.NoEncryption(),
             )
-        path = self.keys_dir / f"{kid}{self._suffix}"
-        temporary = path.with_suffix(".tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(temporary, path)  # readers never see half a key
+        _write_private(self.keys_dir / f"{kid}{self._suffix}", data)
         return kid
 
     def rotate(self) -> str:
@@ -251,3 +243,97 @@ class KeyRing:
     def jwks(self) -> dict[str, list[dict[str, Any]]]:
         """RFC 7517 set of the public keys still verifying (empty for HS256)."""
         return {"keys": [k.public_jwk for k in self._live().values() if k.public_jwk is not None]}
+
+
+@contextlib.contextmanager
+def _locked(keys_dir: Path) -> Iterator[None]:
+    # Workers and the CLI may start at once: one of them writes a key, the others read it.
+    with open(keys_dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    temporary = path.with_suffix(".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    os.replace(temporary, path)  # readers never see half a key
+
+
+# -- secrets at rest ----------------------------------------------------------------------
+DATA_KEY_SUFFIX = ".aesgcm"
+
+
+class SecretBox:
+    """AES-256-GCM for secrets the service must read back (TOTP seeds), keyed by files
+    `<kid>.aesgcm` (32 random bytes, base64) in the keys directory; the newest one seals.
+
+    A database dump alone then holds no usable seed. Every instance needs the same files,
+    like the signing keys; losing them loses every TOTP factor (recovery codes still work).
+    """
+
+    def __init__(self, keys_dir: Path, *, clock: Clock = utcnow) -> None:
+        self.keys_dir = Path(keys_dir)
+        self.clock = clock
+        self._keys: dict[str, AESGCM] = {}
+
+    def load(self, *, create: bool = True) -> SecretBox:
+        """Read every data key; make the first one when there is none."""
+        try:
+            self.keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._keys = self._read_all()
+            if create and not self._keys:
+                with _locked(self.keys_dir):
+                    self._keys = self._read_all()
+                    if not self._keys:
+                        self._write_new_key()
+                        self._keys = self._read_all()
+        except OSError as exc:
+            raise ConfigError(
+                "TOKENAUTH_KEYS_DIR", f"cannot keep the data key in {self.keys_dir}: {exc.strerror}"
+            ) from None
+        if not self._keys:
+            raise ConfigError("TOKENAUTH_KEYS_DIR", f"no data key (*.aesgcm) in {self.keys_dir}")
+        return self
+
+    def _write_new_key(self) -> None:
+        kid = f"data-{self.clock().strftime(KID_TIME_FORMAT)}-{secrets.token_hex(4)}"
+        key = base64.b64encode(AESGCM.generate_key(bit_length=256)) + b"\n"
+        _write_private(self.keys_dir / f"{kid}{DATA_KEY_SUFFIX}", key)
+
+    def _read_all(self) -> dict[str, AESGCM]:
+        keys = {}
+        for path in sorted(self.keys_dir.glob(f"*{DATA_KEY_SUFFIX}")):
+            try:
+                raw = base64.b64decode(path.read_bytes().strip(), validate=True)
+            except (ValueError, binascii.Error):
+                raw = b""
+            if len(raw) != 32:
+                raise ConfigError(
+                    "TOKENAUTH_KEYS_DIR", f"{path.name} is not 32 bytes of base64 (a data key)"
+                )
+            keys[path.name.removesuffix(DATA_KEY_SUFFIX)] = AESGCM(raw)
+        return keys
+
+    def seal(self, plaintext: bytes, *, context: bytes) -> str:
+        """The ciphertext of `plaintext`, bound to `context` (it opens only with the same)."""
+        kid = max(self._keys)  # names start with their creation time: the newest seals
+        nonce = secrets.token_bytes(12)
+        sealed = self._keys[kid].encrypt(nonce, plaintext, context)
+        return f"{kid}.{base64.urlsafe_b64encode(nonce + sealed).decode()}"
+
+    def open(self, sealed: str, *, context: bytes) -> bytes | None:
+        """The plaintext, or None when the key is gone or the ciphertext or context differ."""
+        kid, _, data = sealed.rpartition(".")
+        key = self._keys.get(kid)
+        if key is None:
+            return None
+        try:
+            raw = base64.urlsafe_b64decode(data)
+            return key.decrypt(raw[:12], raw[12:], context)
+        except (ValueError, binascii.Error, InvalidTag):
+            return None

@@ -1,21 +1,24 @@
 """The OAuth 2 endpoints: token, revocation, introspection, metadata and the key set."""
 
 # RFC 6749 (token), 7009 (revocation), 7662 (introspection), 8414 (metadata), 7517 (JWKS).
-# Translation only: the verbs behind them are Accounts, Sessions and AccessTokens.
+# Translation only: the verbs behind them are Accounts, Sessions, SecondStep and AccessTokens.
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 from typing import Any
 
 import falcon
 
 import openapi
 from accounts import Accounts
-from auth import EVERY_METHOD, AccessTokens, RevocationCache, require_admin
+from auth import EVERY_METHOD, AccessTokens, Authentication, RevocationCache, require_admin
 from config import Config
-from errors import InvalidGrant, InvalidInput, InvalidToken, Throttled
+from errors import InvalidGrant, InvalidInput, InvalidToken, MfaRequired, Throttled
 from events import EventLog
 from keys import KeyRing
+from mfa import FACTOR_METHODS, SecondFactors, SecondStep
 from sessions import Sessions
 from web import (
     CLEARED_SESSION_COOKIE,
@@ -27,43 +30,170 @@ from web import (
     session_cookie,
 )
 
+MFA_GRANT = "urn:tokenauth:params:oauth:grant-type:mfa"
+GRANT_TYPES = ["password", "refresh_token", MFA_GRANT]
+
+
+@dataclasses.dataclass
+class Login:
+    """A finished sign-in: the session it opened (or re-authenticated), and how the user
+    proved who they are; `extra` joins the token answer (e.g. `recovery_codes_left`)."""
+
+    user: dict[str, Any]
+    sid: str
+    refresh_token: str
+    session_end: dt.datetime
+    auth: Authentication
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class Logins:
+    """Signing in: the password step, the second step, and the session they lead to."""
+
+    def __init__(
+        self,
+        accounts: Accounts,
+        sessions: Sessions,
+        factors: SecondFactors,
+        second_step: SecondStep,
+        events: EventLog,
+    ) -> None:
+        self.accounts = accounts
+        self.sessions = sessions
+        self.factors = factors
+        self.second_step = second_step
+        self.events = events
+
+    def with_password(
+        self, req: falcon.Request, username: str, password: str, *, cookie: str | None = None
+    ) -> Login:
+        """The password grant's check, throttling and events; MfaRequired (with the
+        attempt's mfa_token) when the account has a second factor."""
+        address, user_agent = req.context.address, req.user_agent
+        methods: list[str] = []
+
+        def second_step(user: dict[str, Any]) -> bool:
+            methods.extend(self.factors.methods(user))
+            return not FACTOR_METHODS.isdisjoint(methods)
+
+        try:
+            user = self.accounts.authenticate(
+                username,
+                password,
+                address=address,
+                user_agent=user_agent,
+                second_step=second_step,
+            )
+        except Throttled as exc:
+            self.events.record("login_throttled", address=address, retry_after=exc.retry_after)
+            raise
+        auth = Authentication(time=self.sessions.clock())
+        if not FACTOR_METHODS.isdisjoint(methods):
+            mfa_token = self.second_step.begin(user, auth)
+            self.events.record("mfa_required", user_id=user["id"], address=address)
+            raise MfaRequired(mfa_token, methods)
+        return self.open(req, user, auth, cookie=cookie)
+
+    def with_second_factor(
+        self, req: falcon.Request, params: dict[str, Any], *, cookie: str | None = None
+    ) -> Login:
+        """Complete a login with its `mfa_token` and one proof (`otp`, `recovery_code`, ...)."""
+        proofs = [name for name in self.factors.proofs() if params.get(name)]
+        if len(proofs) != 1:
+            names = ", ".join(self.factors.proofs())
+            raise OAuthError(400, "invalid_request", f"Give exactly one of {names}")
+        (proof,) = proofs
+        user, auth, extra = self.second_step.complete(
+            params["mfa_token"],
+            proof,
+            params[proof],
+            address=req.context.address,
+            user_agent=req.user_agent,
+        )
+        login = self.open(req, user, auth, cookie=cookie)
+        login.extra = extra
+        return login
+
+    def open(
+        self,
+        req: falcon.Request,
+        user: dict[str, Any],
+        auth: Authentication,
+        *,
+        cookie: str | None = None,
+    ) -> Login:
+        """The session of a finished sign-in. A cookie of the same user's live session makes
+        it a re-authentication (step-up): that session takes the new sign-in and a new
+        refresh token, and no second session opens. Otherwise a new session."""
+        address, user_agent = req.context.address, req.user_agent
+        again = None
+        if cookie:
+            again = self.sessions.reauthenticate(
+                cookie, user, auth, address=address, user_agent=user_agent
+            )
+        if again is not None:
+            sid, refresh_token, session_end = again
+        else:
+            sid, refresh_token, session_end = self.sessions.open(
+                user, address=address, user_agent=user_agent, auth=auth
+            )
+        self.events.record(
+            "login_succeeded",
+            user_id=user["id"],
+            sid=sid,
+            address=address,
+            user_agent=user_agent,
+            amr=list(auth.amr),
+            reauthenticated=again is not None,
+        )
+        return Login(user, sid, refresh_token, session_end, auth)
+
 
 class Tokens:
-    """POST /auth/token: the RFC 6749 token endpoint (password and refresh_token grants)."""
+    """POST /auth/token: the RFC 6749 token endpoint (password, refresh_token, MFA grants)."""
 
     public_methods = EVERY_METHOD
     oauth_errors = True
 
     def __init__(
-        self, accounts: Accounts, sessions: Sessions, tokens: AccessTokens, events: EventLog
+        self, logins: Logins, sessions: Sessions, tokens: AccessTokens, events: EventLog
     ) -> None:
-        self.accounts = accounts
+        self.logins = logins
         self.sessions = sessions
         self.tokens = tokens
         self.events = events
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """Exchange credentials or a refresh token for tokens."""
+        """Exchange credentials, a second factor or a refresh token for tokens."""
         params = self._params(req)
         grant = params.get("grant_type")
         try:
             if grant == "password":
-                user, sid, refresh_token, session_end = self._password_grant(req, params)
+                username, password = self._require(params, "username", "password")
+                login = self.logins.with_password(req, username, password)
             elif grant == "refresh_token":
-                user, sid, refresh_token, session_end = self._refresh_grant(req, params)
+                login = self._refresh_grant(req, params)
+            elif grant == MFA_GRANT:
+                self._require(params, "mfa_token")
+                login = self.logins.with_second_factor(req, params)
             else:
                 raise OAuthError(
-                    400, "unsupported_grant_type", "grant_type must be password or refresh_token"
+                    400,
+                    "unsupported_grant_type",
+                    "grant_type must be one of " + ", ".join(GRANT_TYPES),
                 )
         except InvalidGrant as exc:
             raise OAuthError(400, "invalid_grant", exc.description) from None
-        access_token, claims = self.tokens.issue(user=user, sid=sid, not_after=session_end)
+        access_token, claims = self.tokens.issue(
+            user=login.user, sid=login.sid, not_after=login.session_end, auth=login.auth
+        )
         no_store(resp)
         resp.media = {
             "access_token": access_token,
             "token_type": "Bearer",
             "expires_in": claims["exp"] - claims["iat"],
-            "refresh_token": refresh_token,
+            "refresh_token": login.refresh_token,
+            **login.extra,
         }
 
     def _params(self, req: falcon.Request) -> dict[str, Any]:
@@ -94,11 +224,7 @@ class Tokens:
             raise OAuthError(400, "invalid_request", f"{listed} {verb} required")
         return [params[n] for n in names]
 
-    def _password_grant(self, req: falcon.Request, params: dict[str, Any]):
-        username, password = self._require(params, "username", "password")
-        return password_login(self.accounts, self.sessions, self.events, req, username, password)
-
-    def _refresh_grant(self, req: falcon.Request, params: dict[str, Any]):
+    def _refresh_grant(self, req: falcon.Request, params: dict[str, Any]) -> Login:
         (presented,) = self._require(params, "refresh_token")
         address = req.context.address
         user, session, refresh_token = self.sessions.refresh(
@@ -107,29 +233,13 @@ class Tokens:
         self.events.record(
             "token_refreshed", user_id=user["id"], sid=session["id"], address=address
         )
-        return user, session["id"], refresh_token, session["expires_at"]
-
-
-def password_login(
-    accounts: Accounts,
-    sessions: Sessions,
-    events: EventLog,
-    req: falcon.Request,
-    username: str,
-    password: str,
-):
-    """The password grant's check, throttling and events: (user, sid, refresh token, end)."""
-    address, user_agent = req.context.address, req.user_agent
-    try:
-        user = accounts.authenticate(username, password, address=address, user_agent=user_agent)
-    except Throttled as exc:
-        events.record("login_throttled", address=address, retry_after=exc.retry_after)
-        raise
-    sid, refresh_token, session_end = sessions.open(user, address=address, user_agent=user_agent)
-    events.record(
-        "login_succeeded", user_id=user["id"], sid=sid, address=address, user_agent=user_agent
-    )
-    return user, sid, refresh_token, session_end
+        return Login(
+            user,
+            session["id"],
+            refresh_token,
+            session["expires_at"],
+            Authentication.of_session(session),
+        )
 
 
 # -- the first-party browser client's cookie flow (RFC 10017 §6.2) -------------------------
@@ -140,22 +250,25 @@ class _CookieFlow:
     oauth_errors = True
 
     def __init__(
-        self, accounts: Accounts, sessions: Sessions, tokens: AccessTokens, events: EventLog
+        self, logins: Logins, sessions: Sessions, tokens: AccessTokens, events: EventLog
     ) -> None:
-        self.accounts = accounts
+        self.logins = logins
         self.sessions = sessions
         self.tokens = tokens
         self.events = events
 
-    def _answer(self, resp, user, sid: str, refresh_token: str, session_end) -> None:
-        access_token, claims = self.tokens.issue(user=user, sid=sid, not_after=session_end)
-        seconds_left = int((session_end - self.sessions.clock()).total_seconds())
+    def _answer(self, resp: falcon.Response, login: Login) -> None:
+        access_token, claims = self.tokens.issue(
+            user=login.user, sid=login.sid, not_after=login.session_end, auth=login.auth
+        )
+        seconds_left = int((login.session_end - self.sessions.clock()).total_seconds())
         no_store(resp)
-        resp.append_header("Set-Cookie", session_cookie(refresh_token, seconds_left))
+        resp.append_header("Set-Cookie", session_cookie(login.refresh_token, seconds_left))
         resp.media = {
             "access_token": access_token,
             "token_type": "Bearer",
             "expires_in": claims["exp"] - claims["iat"],
+            **login.extra,
         }
 
 
@@ -163,19 +276,25 @@ class CookieSession(_CookieFlow):
     """POST /auth/session logs in with the refresh token in a cookie; DELETE logs out."""
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """The password grant, answered with an access token and the refresh cookie."""
+        """The password grant (or, with `mfa_token`, the MFA grant), answered with an access
+        token and the refresh cookie; with a live session cookie of the same user, that
+        session is re-authenticated instead of a second one opened."""
         try:
             body = read_body(req, "CookieLogin", form=True)
         except InvalidInput as exc:
             field, message = exc.errors[0]
             raise OAuthError(400, "invalid_request", f"{field} {message}") from None
+        cookie = req.cookies.get(SESSION_COOKIE)
         try:
-            login = password_login(
-                self.accounts, self.sessions, self.events, req, body["username"], body["password"]
-            )
+            if "mfa_token" in body:
+                login = self.logins.with_second_factor(req, body, cookie=cookie)
+            else:
+                login = self.logins.with_password(
+                    req, body["username"], body["password"], cookie=cookie
+                )
         except InvalidGrant as exc:
             raise OAuthError(400, "invalid_grant", exc.description) from None
-        self._answer(resp, *login)
+        self._answer(resp, login)
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response) -> None:
         """End the cookie's session (if any) and clear the cookie."""
@@ -213,7 +332,8 @@ class CookieRefresh(_CookieFlow):
         self.events.record(
             "token_refreshed", user_id=user["id"], sid=session["id"], address=address
         )
-        self._answer(resp, user, session["id"], new_token, session["expires_at"])
+        auth = Authentication.of_session(session)
+        self._answer(resp, Login(user, session["id"], new_token, session["expires_at"], auth))
 
     @staticmethod
     def _ended(resp: falcon.Response, description: str) -> falcon.HTTPUnauthorized:
@@ -321,6 +441,7 @@ class Introspection:
             "iat": int(session["created_at"].timestamp()),
             "exp": int(session["expires_at"].timestamp()),
             "iss": self.issuer,
+            **Authentication.of_session(session).claims(),
         }
 
     def _access_state(self, token: str) -> dict[str, Any] | None:
@@ -337,6 +458,8 @@ class Introspection:
                 k: claims[k]
                 for k in ("sub", "username", "roles", "exp", "iat", "sid", "jti", "iss", "aud")
             },
+            # Tokens issued before these claims existed lack them.
+            **{k: claims[k] for k in ("auth_time", "amr", "acr") if k in claims},
         }
 
 
@@ -371,7 +494,7 @@ class Metadata:
             "jwks_uri": f"{issuer}/.well-known/jwks.json",
             "revocation_endpoint": f"{issuer}/auth/revoke",
             "introspection_endpoint": f"{issuer}/auth/introspect",
-            "grant_types_supported": ["password", "refresh_token"],
+            "grant_types_supported": GRANT_TYPES,
             "response_types_supported": [],
             "token_endpoint_auth_methods_supported": ["none"],
             "revocation_endpoint_auth_methods_supported": ["none"],

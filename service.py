@@ -14,6 +14,8 @@ import openapi
 import store as store_module
 from accounts import Accounts
 from auth import (
+    AAL1,
+    AAL2,
     EVERY_METHOD,
     AccessTokens,
     BackgroundRefresher,
@@ -23,11 +25,30 @@ from auth import (
 )
 from clock import Clock, utcnow
 from config import Config
-from errors import ConfigError, InvalidInput, Unavailable
+from errors import ConfigError, InvalidInput, StepUpRequired, Unavailable
 from events import EventLog
-from keys import KeyRing
+from keys import KeyRing, SecretBox
 from mail import Outbox, Sender, transport_for
-from oauth import CookieRefresh, CookieSession, Introspection, Jwks, Metadata, Revocation, Tokens
+from mfa import (
+    RecoveryCodes,
+    SecondFactors,
+    SecondStep,
+    StepUp,
+    Totp,
+    require_admin_write,
+    require_step_up,
+)
+from mfa_routes import MyMfa, MyRecoveryCodes, MyTotp
+from oauth import (
+    CookieRefresh,
+    CookieSession,
+    Introspection,
+    Jwks,
+    Logins,
+    Metadata,
+    Revocation,
+    Tokens,
+)
 from passwords import MAX_LENGTH, PasswordHasher
 from recovery import EmailAddresses, PasswordResets
 from sessions import Sessions
@@ -113,12 +134,18 @@ class AdminUser:
     """GET /users/{id} and PATCH /users/{id} (disable, enable, roles): admins only."""
 
     def __init__(
-        self, store: store_module.Store, accounts: Accounts, sessions: Sessions, events: EventLog
+        self,
+        store: store_module.Store,
+        accounts: Accounts,
+        sessions: Sessions,
+        events: EventLog,
+        step_up: StepUp,
     ) -> None:
         self.store = store
         self.accounts = accounts
         self.sessions = sessions
         self.events = events
+        self.step_up = step_up
 
     @falcon.before(require_admin)
     def on_get(self, req: falcon.Request, resp: falcon.Response, user_id: str) -> None:
@@ -128,7 +155,7 @@ class AdminUser:
             raise falcon.HTTPNotFound(description="No user has this id")
         resp.media = public_user(user, admin_view=True)
 
-    @falcon.before(require_admin)
+    @falcon.before(require_admin_write)
     def on_patch(self, req: falcon.Request, resp: falcon.Response, user_id: str) -> None:
         """Disable or enable a user, or set their roles; disabling or demoting ends sessions."""
         body = read_body(req, "UserPatch")
@@ -164,10 +191,13 @@ class AdminUser:
 class AdminUserSessions:
     """GET /users/{id}/sessions lists a user's live sessions; DELETE ends them: admins only."""
 
-    def __init__(self, store: store_module.Store, sessions: Sessions, events: EventLog) -> None:
+    def __init__(
+        self, store: store_module.Store, sessions: Sessions, events: EventLog, step_up: StepUp
+    ) -> None:
         self.store = store
         self.sessions = sessions
         self.events = events
+        self.step_up = step_up
 
     @falcon.before(require_admin)
     def on_get(self, req: falcon.Request, resp: falcon.Response, user_id: str) -> None:
@@ -176,7 +206,7 @@ class AdminUserSessions:
         resp.set_header("Cache-Control", "no-store")
         resp.media = {"items": [public_session(s) for s in self.sessions.live(user_id)]}
 
-    @falcon.before(require_admin)
+    @falcon.before(require_admin_write)
     def on_delete(self, req: falcon.Request, resp: falcon.Response, user_id: str) -> None:
         """End every session of the user."""
         self._user(user_id)
@@ -198,15 +228,21 @@ class AdminUserSessions:
 
 
 class Me:
-    """GET /users/me: the caller; DELETE /users/me: the caller's account goes."""
+    """GET /users/me: the caller; DELETE /users/me: the caller's account goes (step-up)."""
 
     def __init__(
-        self, store: store_module.Store, accounts: Accounts, sessions: Sessions, events: EventLog
+        self,
+        store: store_module.Store,
+        accounts: Accounts,
+        sessions: Sessions,
+        events: EventLog,
+        step_up: StepUp,
     ) -> None:
         self.store = store
         self.accounts = accounts
         self.sessions = sessions
         self.events = events
+        self.step_up = step_up
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """The caller's user."""
@@ -215,6 +251,7 @@ class Me:
             raise falcon.HTTPNotFound(description="The user of this token no longer exists")
         resp.media = public_user(user)
 
+    @falcon.before(require_step_up)
     def on_delete(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Delete the caller's account, after the current password: sessions, events, all."""
         body = read_body(req, "AccountDeletion")
@@ -253,9 +290,10 @@ class MyEvents:
 class MySessions:
     """GET /users/me/sessions lists the caller's sessions; DELETE ends them (one, or the others)."""
 
-    def __init__(self, sessions: Sessions, events: EventLog) -> None:
+    def __init__(self, sessions: Sessions, events: EventLog, step_up: StepUp) -> None:
         self.sessions = sessions
         self.events = events
+        self.step_up = step_up
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """The caller's live sessions, most recently used first, theirs marked `current`."""
@@ -264,6 +302,7 @@ class MySessions:
         resp.set_header("Cache-Control", "no-store")
         resp.media = {"items": [public_session(s, current_sid=claims["sid"]) for s in sessions]}
 
+    @falcon.before(require_step_up)
     def on_delete(self, req: falcon.Request, resp: falcon.Response) -> None:
         """End every session of the caller but the one making this call."""
         claims = req.context.claims
@@ -316,11 +355,15 @@ class Policy:
 class Password:
     """PUT /users/me/password: change it, and end every other session."""
 
-    def __init__(self, accounts: Accounts, sessions: Sessions, events: EventLog) -> None:
+    def __init__(
+        self, accounts: Accounts, sessions: Sessions, events: EventLog, step_up: StepUp
+    ) -> None:
         self.accounts = accounts
         self.sessions = sessions
         self.events = events
+        self.step_up = step_up
 
+    @falcon.before(require_step_up)
     def on_put(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Change the caller's password."""
         body, problems = read_body_problems(req, "PasswordChange")
@@ -352,12 +395,18 @@ class MyEmail:
     """PUT /users/me/email: a new address (after the current password), verified by a code."""
 
     def __init__(
-        self, store: store_module.Store, addresses: EmailAddresses, events: EventLog
+        self,
+        store: store_module.Store,
+        addresses: EmailAddresses,
+        events: EventLog,
+        step_up: StepUp,
     ) -> None:
         self.store = store
         self.addresses = addresses
         self.events = events
+        self.step_up = step_up
 
+    @falcon.before(require_step_up)
     def on_put(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Set the caller's address: 202, the code mailed to it, the old address told."""
         body = read_body(req, "EmailChange")
@@ -425,14 +474,27 @@ def _caller(store: store_module.Store, claims: dict[str, Any]) -> dict[str, Any]
 class Verify:
     """GET /auth/verify: forward-auth for reverse proxies, no database round trip."""
 
+    LEVELS = (AAL1, AAL2)
+
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """204 with the caller's identity in headers."""
+        """204 with the caller's identity in headers; `?acr=aal2` refuses one-factor tokens."""
         claims = req.context.claims
+        wanted = req.get_param("acr")
+        if wanted is not None:
+            if wanted not in self.LEVELS:
+                raise InvalidInput([("acr", "must be one of " + ", ".join(self.LEVELS))])
+            # Tokens issued before acr existed were one-factor logins.
+            if self.LEVELS.index(claims.get("acr", AAL1)) < self.LEVELS.index(wanted):
+                raise StepUpRequired(
+                    "This resource needs a sign-in with a second factor", acr_values=wanted
+                )
         resp.status = falcon.HTTP_204
         resp.set_header("X-Auth-Subject", claims["sub"])
         # Header values are Latin-1 at most (gunicorn refuses others): UTF-8, percent-encoded.
         resp.set_header("X-Auth-Username", urllib.parse.quote(claims["username"], safe=""))
         resp.set_header("X-Auth-Roles", ",".join(claims["roles"]))
+        if "amr" in claims:
+            resp.set_header("X-Auth-Amr", ",".join(claims["amr"]))
         resp.set_header("Cache-Control", "no-store")
 
 
@@ -458,11 +520,12 @@ class Logout:
 
 
 class Persons:
-    """The persons collection: anyone with a token reads, admins write."""
+    """The persons collection: anyone with a token reads, admins write (step-up)."""
 
-    def __init__(self, store: store_module.Store, clock: Clock) -> None:
+    def __init__(self, store: store_module.Store, clock: Clock, step_up: StepUp) -> None:
         self.store = store
         self.clock = clock
+        self.step_up = step_up
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """A page of persons, newest first or by name, and how many there are."""
@@ -477,7 +540,7 @@ class Persons:
             "total": self.store.count_persons(),
         }
 
-    @falcon.before(require_admin)
+    @falcon.before(require_admin_write)
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Create a person."""
         fields = self._fields(read_body(req, "PersonCreate"))
@@ -491,14 +554,14 @@ class Persons:
         """One person."""
         resp.media = public_person(self._found(self.store.find_person(person_id)))
 
-    @falcon.before(require_admin)
+    @falcon.before(require_admin_write)
     def on_patch_item(self, req: falcon.Request, resp: falcon.Response, person_id: str) -> None:
         """Change some fields of a person."""
         fields = self._fields(read_body(req, "PersonPatch"))
         person = self.store.update_person(person_id, fields, now=self.clock())
         resp.media = public_person(self._found(person))
 
-    @falcon.before(require_admin)
+    @falcon.before(require_admin_write)
     def on_delete_item(self, req: falcon.Request, resp: falcon.Response, person_id: str) -> None:
         """Delete a person."""
         if not self.store.delete_person(person_id):
@@ -595,6 +658,11 @@ class Components:
     addresses: EmailAddresses
     sender: Sender
     resets: PasswordResets
+    factors: SecondFactors
+    totp: Totp
+    recovery_codes: RecoveryCodes
+    second_step: SecondStep
+    step_up: StepUp
 
 
 def database_uri(config: Config) -> str:
@@ -667,6 +735,17 @@ def build_components(
         clock=clock,
         events=events,
     )
+    # The second factors: each kind joins the one list that says what an account has.
+    factors = SecondFactors()
+    totp = Totp(
+        store,
+        SecretBox(config.keys_dir, clock=clock).load(),
+        issuer_name=config.service_name,
+        clock=clock,
+    )
+    totp.register(factors)
+    recovery_codes = RecoveryCodes(store)
+    recovery_codes.register(factors)
     return Components(
         config=config,
         store=store,
@@ -694,6 +773,17 @@ def build_components(
         ),
         resets=PasswordResets(
             store, accounts, sessions, outbox, ttl=config.reset_ttl, clock=clock, events=events
+        ),
+        factors=factors,
+        totp=totp,
+        recovery_codes=recovery_codes,
+        second_step=SecondStep(store, factors, logins, events=events, clock=clock),
+        step_up=StepUp(
+            store,
+            factors,
+            max_age=config.step_up_max_age,
+            admin_requires_mfa=config.admin_requires_mfa,
+            clock=clock,
         ),
     )
 
@@ -758,28 +848,39 @@ def create_app(
     for exception, handler in ERROR_HANDLERS:
         app.add_error_handler(exception, handler)
 
-    persons = Persons(c.store, c.clock)
+    persons = Persons(c.store, c.clock, c.step_up)
     app.add_route("/users", Users(c.accounts, c.addresses, c.store, c.events))
-    app.add_route("/users/me", Me(c.store, c.accounts, c.sessions, c.events))
-    app.add_route("/users/{user_id}", AdminUser(c.store, c.accounts, c.sessions, c.events))
-    app.add_route("/users/{user_id}/sessions", AdminUserSessions(c.store, c.sessions, c.events))
+    app.add_route("/users/me", Me(c.store, c.accounts, c.sessions, c.events, c.step_up))
+    app.add_route(
+        "/users/{user_id}", AdminUser(c.store, c.accounts, c.sessions, c.events, c.step_up)
+    )
+    app.add_route(
+        "/users/{user_id}/sessions", AdminUserSessions(c.store, c.sessions, c.events, c.step_up)
+    )
     app.add_route("/users/me/events", MyEvents(c.events))
-    my_sessions = MySessions(c.sessions, c.events)
+    my_sessions = MySessions(c.sessions, c.events, c.step_up)
     app.add_route("/users/me/sessions", my_sessions)
     app.add_route("/users/me/sessions/{sid}", my_sessions, suffix="item")
-    app.add_route("/users/me/password", Password(c.accounts, c.sessions, c.events))
-    my_email = MyEmail(c.store, c.addresses, c.events)
+    app.add_route("/users/me/password", Password(c.accounts, c.sessions, c.events, c.step_up))
+    app.add_route("/users/me/mfa", MyMfa(c.store, c.factors))
+    my_totp = MyTotp(c.store, c.totp, c.recovery_codes, c.factors, c.step_up, c.events)
+    app.add_route("/users/me/mfa/totp", my_totp)
+    app.add_route("/users/me/mfa/totp/confirm", my_totp, suffix="confirm")
+    app.add_route(
+        "/users/me/mfa/recovery-codes",
+        MyRecoveryCodes(c.store, c.recovery_codes, c.factors, c.step_up, c.events),
+    )
+    my_email = MyEmail(c.store, c.addresses, c.events, c.step_up)
     app.add_route("/users/me/email", my_email)
     app.add_route("/users/me/email/verify", my_email, suffix="verify")
     app.add_route("/auth/policy", Policy(config.password_min_length, config.require_email))
     reset = PasswordReset(c.resets)
     app.add_route("/auth/password-reset", reset)
     app.add_route("/auth/password-reset/confirm", reset, suffix="confirm")
-    app.add_route("/auth/token", Tokens(c.accounts, c.sessions, c.tokens, c.events))
-    app.add_route("/auth/session", CookieSession(c.accounts, c.sessions, c.tokens, c.events))
-    app.add_route(
-        "/auth/session/refresh", CookieRefresh(c.accounts, c.sessions, c.tokens, c.events)
-    )
+    logins = Logins(c.accounts, c.sessions, c.factors, c.second_step, c.events)
+    app.add_route("/auth/token", Tokens(logins, c.sessions, c.tokens, c.events))
+    app.add_route("/auth/session", CookieSession(logins, c.sessions, c.tokens, c.events))
+    app.add_route("/auth/session/refresh", CookieRefresh(logins, c.sessions, c.tokens, c.events))
     app.add_route("/auth/revoke", Revocation(c.sessions, c.tokens, c.revocations, c.events))
     app.add_route("/auth/verify", Verify())
     app.add_route("/auth/logout", Logout(c.sessions, c.events))

@@ -12,7 +12,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 import store as store_module
-from auth import RevocationCache
+from auth import Authentication, RevocationCache
 from clock import Clock, utcnow
 from errors import InvalidGrant, Throttled
 from events import MAX_USER_AGENT, EventLog
@@ -92,9 +92,12 @@ class Sessions:
         *,
         address: str | None = None,
         user_agent: str | None = None,
+        auth: Authentication | None = None,
     ) -> tuple[str, str, dt.datetime]:
-        """Start a session for the user: its sid, first refresh token and end."""
+        """Start a session for the user signed in by `auth` (a password, now, by default):
+        its sid, first refresh token and end."""
         now = self.clock()
+        auth = auth or Authentication(time=now)
         sid = secrets.token_urlsafe(16)
         refresh_token = self.new_secret()
         expires_at = now + dt.timedelta(seconds=self.ttl)
@@ -107,6 +110,7 @@ class Sessions:
             now=now,
             expires_at=expires_at,
             seen=_seen(address, user_agent),
+            auth=auth.fields(),
         )
         # A password change may have landed between the password check and the insert above,
         # after it ended the user's sessions: then this one must not live either. (A change
@@ -174,6 +178,46 @@ class Sessions:
             self.revoke(session["id"])
             raise InvalidGrant("The refresh token is expired or revoked")
         return user, session, new_token
+
+    def reauthenticate(
+        self,
+        refresh_token: str,
+        user: dict[str, Any],
+        auth: Authentication,
+        *,
+        address: str | None = None,
+        user_agent: str | None = None,
+    ) -> tuple[str, str, dt.datetime] | None:
+        """A new sign-in of the user on the live session `refresh_token` is the current token
+        of: the session takes the new authentication and a new refresh token (its sid, that
+        token, its end). The presented token retires as a rotation retires it: within the reuse
+        interval it gives the same new token (another tab refreshing at that moment). None
+        when the token is not the user's live current one, or the session was opened under
+        an older password: then the caller opens a new session."""
+        token_hash = _token_hash(refresh_token)
+        session = self.store.find_session_by_token(token_hash)
+        if (
+            session is None
+            or session["user_id"] != user["id"]
+            or session["current"] != token_hash
+            or not self._live(session)
+            or session.get("credential_version", 0) != user.get("credential_version", 0)
+        ):
+            return None
+        new_token = self.new_secret()
+        now = self.clock()
+        if not self.store.reauthenticate_session(
+            session["id"],
+            token_hash,
+            _token_hash(new_token),
+            now=now,
+            keep=self.RETIRED_KEPT,
+            auth=auth.fields(),
+            sealed=_seal(refresh_token, new_token) if self.reuse_interval else None,
+            touch=_seen(address, user_agent),
+        ):
+            return None  # refreshed or ended meanwhile: a new session instead
+        return session["id"], new_token, session["expires_at"]
 
     def introspect(self, refresh_token: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         """The session a refresh token belongs to (None when it is not one of ours), and its

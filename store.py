@@ -182,6 +182,7 @@ class Store:
         self.events = db["events"]
         self.outbox = db["outbox"]
         self.resets = db["resets"]
+        self.mfa_attempts = db["mfa_attempts"]
 
     def close(self) -> None:
         """Close the client this store's database belongs to."""
@@ -199,6 +200,8 @@ class Store:
         self.outbox.create_index("expires_at", expireAfterSeconds=0)
         self.resets.create_index("expires_at", expireAfterSeconds=0)
         self.resets.create_index("user_id")
+        self.mfa_attempts.create_index("expires_at", expireAfterSeconds=0)
+        self.mfa_attempts.create_index("user_id")
         self.sessions.create_index("user_id")
         self.sessions.create_index("expires_at", expireAfterSeconds=0)
         self.sessions.create_index("current", unique=True, sparse=True)
@@ -430,12 +433,99 @@ class Store:
         self.events.delete_many({"user_id": user_id})
         self.outbox.delete_many({"user_id": user_id, "state": "pending"})
         self.resets.delete_many({"user_id": user_id})
+        self.mfa_attempts.delete_many({"user_id": user_id})
         return True
 
     @_translated
     def page_users(self, *, limit: int, after: str | None) -> tuple[list[dict], str | None]:
         """Users sorted by id, `limit` at a time, after the cursor id."""
         return self._page(self.users, limit=limit, after=after)
+
+    # -- second factors (on the user: they go with it) ------------------------------------
+    # `totp`: {secret (sealed), last_step, confirmed_at}, the active factor; `totp_pending`:
+    # {secret, created_at}, an enrolment awaiting its first code; `recovery_codes`: hashes.
+    @_translated
+    def set_pending_totp(self, user_id: str, sealed: str, *, now: dt.datetime) -> bool:
+        """Keep an enrolment's secret (replacing a pending one); False when one is active."""
+        result = self.users.update_one(
+            {"_id": ObjectId(user_id), "totp": {"$exists": False}},
+            {"$set": {"totp_pending": {"secret": sealed, "created_at": now}}},
+        )
+        return result.matched_count == 1
+
+    @_translated
+    def activate_totp(self, user_id: str, sealed: str, *, last_step: int, now: dt.datetime) -> bool:
+        """Make the pending secret `sealed` the active factor, its confirming step used;
+        False when it is no longer the pending one (replaced, or confirmed concurrently)."""
+        result = self.users.update_one(
+            {"_id": ObjectId(user_id), "totp_pending.secret": sealed, "totp": {"$exists": False}},
+            {
+                "$set": {"totp": {"secret": sealed, "last_step": last_step, "confirmed_at": now}},
+                "$unset": {"totp_pending": ""},
+            },
+        )
+        return result.modified_count == 1
+
+    @_translated
+    def use_totp_step(self, user_id: str, step: int) -> bool:
+        """Accept a code of time step `step` once: True only for the one caller that moves the
+        last accepted step forward to it (RFC 6238 §5.2), whichever worker or instance."""
+        result = self.users.update_one(
+            {"_id": ObjectId(user_id), "totp.last_step": {"$lt": step}},
+            {"$set": {"totp.last_step": step}},
+        )
+        return result.modified_count == 1
+
+    @_translated
+    def remove_totp(self, user_id: str) -> bool:
+        """Remove the TOTP factor, active or pending; True when one was active."""
+        before = self.users.find_one_and_update(
+            {"_id": ObjectId(user_id)},
+            {"$unset": {"totp": "", "totp_pending": ""}},
+            projection={"totp": 1},
+            return_document=ReturnDocument.BEFORE,
+        )
+        return before is not None and "totp" in before
+
+    @_translated
+    def set_recovery_codes(self, user_id: str, hashes: list[str] | None) -> None:
+        """Replace the user's recovery codes (by their hashes); None removes them."""
+        update = (
+            {"$unset": {"recovery_codes": ""}}
+            if hashes is None
+            else {"$set": {"recovery_codes": hashes}}
+        )
+        self.users.update_one({"_id": ObjectId(user_id)}, update)
+
+    @_translated
+    def use_recovery_code(self, user_id: str, code_hash: str) -> int | None:
+        """Spend one recovery code, once (an atomic $pull): how many are left, or None when
+        it is not one of the user's (or another request spent it first)."""
+        doc = self.users.find_one_and_update(
+            {"_id": ObjectId(user_id), "recovery_codes": code_hash},
+            {"$pull": {"recovery_codes": code_hash}},
+            projection={"recovery_codes": 1},
+            return_document=ReturnDocument.AFTER,
+        )
+        return None if doc is None else len(doc.get("recovery_codes", []))
+
+    # -- second steps of logins in flight ---------------------------------------------------
+    @_translated
+    def add_mfa_attempt(self, record: dict[str, Any]) -> None:
+        """Keep a login awaiting its second factor under its token's hash (`_id`), until
+        `expires_at` (TTL)."""
+        self.mfa_attempts.insert_one(dict(record))
+
+    @_translated
+    def find_mfa_attempt(self, token_hash: str, *, now: dt.datetime) -> dict[str, Any] | None:
+        """The live attempt of this token, or None."""
+        return self.mfa_attempts.find_one({"_id": token_hash, "expires_at": {"$gt": now}})
+
+    @_translated
+    def use_mfa_attempt(self, token_hash: str, *, now: dt.datetime) -> bool:
+        """End the attempt, once: only one caller gets True."""
+        doc = self.mfa_attempts.find_one_and_delete({"_id": token_hash, "expires_at": {"$gt": now}})
+        return doc is not None
 
     # -- persons -----------------------------------------------------------------------
     @_translated
@@ -531,8 +621,10 @@ class Store:
         now: dt.datetime,
         expires_at: dt.datetime,
         seen: dict[str, Any] | None = None,
+        auth: dict[str, Any] | None = None,
     ) -> None:
-        """Open a refresh session with its first refresh token (and where it was seen from)."""
+        """Open a refresh session with its first refresh token (where it was seen from, and
+        how the user signed in)."""
         self.sessions.insert_one(
             {
                 "_id": sid,
@@ -540,6 +632,7 @@ class Store:
                 "created_at": now,
                 "last_used_at": now,
                 **(seen or {}),
+                **(auth or {}),
                 "expires_at": expires_at,
                 "credential_version": credential_version,
                 "current": token_hash,
@@ -668,6 +761,42 @@ class Store:
         if ended:
             return "ended", session
         return "limited", session
+
+    @_translated
+    def reauthenticate_session(
+        self,
+        sid: str,
+        token_hash: str,
+        new_hash: str,
+        *,
+        now: dt.datetime,
+        keep: int,
+        auth: dict[str, Any],
+        sealed: bytes | None = None,
+        touch: dict[str, Any] | None = None,
+    ) -> bool:
+        """A fresh sign-in on a live session whose current token is `token_hash`: the new
+        authentication, and a new current token; the old one retires as a rotation retires
+        it (`previous`, with `sealed`). False when the session moved on or ended meanwhile."""
+        rotation: dict[str, Any] = {"previous": token_hash, "rotated_at": now, "last_used_at": now}
+        update: dict[str, Any] = {
+            "$set": {"current": new_hash, **rotation, **(touch or {}), **auth},
+            "$push": {"retired": {"$each": [token_hash], "$slice": -keep}},
+        }
+        if sealed is not None:
+            update["$set"]["sealed"] = Binary(sealed)
+        else:
+            update["$unset"] = {"sealed": ""}  # a successor sealed earlier is no longer it
+        result = self.sessions.update_one(
+            {
+                "_id": sid,
+                "current": token_hash,
+                "revoked_at": {"$exists": False},
+                "expires_at": {"$gt": now},
+            },
+            update,
+        )
+        return result.modified_count == 1
 
     @_translated
     def find_session_by_token(self, token_hash: str) -> dict[str, Any] | None:

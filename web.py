@@ -17,12 +17,15 @@ from typing import Any
 import falcon
 
 import openapi
+from auth import challenge
 from errors import (
     Conflict,
     InvalidInput,
     LastAdmin,
+    MfaRequired,
     ResetRefused,
     RevocationsStale,
+    StepUpRequired,
     Throttled,
     Unavailable,
 )
@@ -58,11 +61,20 @@ class UnprocessableFields(falcon.HTTPUnprocessableEntity):
 
 
 class OAuthError(falcon.HTTPError):
-    """An RFC 6749 §5.2 error of the token, revocation or introspection endpoint."""
+    """An RFC 6749 §5.2 error of the token, revocation or introspection endpoint; `extra`
+    members join `error` and `error_description` in the body."""
 
-    def __init__(self, status: int, error: str, description: str, headers=None) -> None:
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        description: str,
+        headers=None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(status, title=error, description=description, headers=headers)
         self.error = error
+        self.extra = extra or {}
 
 
 def _status_code(error: falcon.HTTPError) -> int:
@@ -72,7 +84,10 @@ def _status_code(error: falcon.HTTPError) -> int:
 def serialize_error(req: falcon.Request, resp: falcon.Response, error: falcon.HTTPError) -> None:
     """RFC 9457 problem+json, or the RFC 6749 form where the resource says `oauth_errors`."""
     status = _status_code(error)
-    if getattr(req.context, "oauth_errors", False) and status not in (401, 403):
+    oauth = getattr(req.context, "oauth_errors", False)
+    # An OAuth endpoint's own 401 and 403 (mfa_required) are OAuth errors too; those of the
+    # layers before it (a cross-site refusal, a missing token) stay problem+json.
+    if oauth and (status not in (401, 403) or isinstance(error, OAuthError)):
         code = getattr(error, "error", None) or {
             429: "temporarily_unavailable",
             503: "temporarily_unavailable",
@@ -80,6 +95,7 @@ def serialize_error(req: falcon.Request, resp: falcon.Response, error: falcon.HT
         body: dict[str, Any] = {"error": code}
         if error.description:
             body["error_description"] = error.description
+        body.update(getattr(error, "extra", {}))
         resp.content_type = JSON
         resp.set_header("Cache-Control", "no-store")  # RFC 6749 §5.2 answers as §5.1 does
     else:
@@ -105,10 +121,39 @@ def handle_unavailable(req, resp, error: Unavailable, params) -> None:
 
 
 def handle_conflict(req, resp, error: Conflict, params) -> None:
-    """A unique field is taken: 409, naming the field as a 422 would."""
-    conflict = falcon.HTTPConflict(description=f"That {error.field} is already taken")
-    conflict.errors = [{"field": error.field, "message": "is already taken"}]
+    """A unique field is taken (or its state forbids the change): 409, naming the field."""
+    message = error.message or "is already taken"
+    description = f"{error.field} {message}" if error.message else f"That {error.field} {message}"
+    conflict = falcon.HTTPConflict(description=description)
+    conflict.errors = [{"field": error.field, "message": message}]
     raise conflict
+
+
+def handle_step_up(req, resp, error: StepUpRequired, params) -> None:
+    """The token's sign-in is too old or lacks a second factor: 401 (RFC 9470)."""
+    raise falcon.HTTPUnauthorized(
+        title="Unauthorized",
+        description=error.description,
+        challenges=[
+            challenge(
+                "insufficient_user_authentication",
+                error.description,
+                max_age=error.max_age,
+                acr_values=error.acr_values,
+            )
+        ],
+    )
+
+
+def handle_mfa_required(req, resp, error: MfaRequired, params) -> None:
+    """A right password, and the account has a second factor: 403 mfa_required."""
+    raise OAuthError(
+        403,
+        "mfa_required",
+        "This account has a second factor: complete the login with the mfa_token and one of "
+        + ", ".join(error.mfa_methods),
+        extra={"mfa_token": error.mfa_token, "mfa_methods": error.mfa_methods},
+    )
 
 
 def handle_reset_refused(req, resp, error: ResetRefused, params) -> None:
@@ -173,6 +218,8 @@ ERROR_HANDLERS = (
     (InvalidInput, handle_invalid_input),
     (RevocationsStale, handle_revocations_stale),
     (Throttled, handle_throttled),
+    (StepUpRequired, handle_step_up),
+    (MfaRequired, handle_mfa_required),
 )
 
 

@@ -1,11 +1,12 @@
-"""The CLI's account commands: set-password, disable-user, enable-user, sessions."""
+"""The CLI's account commands: set-password, disable-user, enable-user, sessions, remove-mfa."""
 
 from __future__ import annotations
 
 import re
 
 import pytest
-from helpers import ADMIN_PASSWORD, PASSWORD, login, register
+from helpers import ADMIN_PASSWORD, PASSWORD, bearer, login, register
+from mfa_helpers import enable_totp, mfa_login, step_clock
 from processes import run_cli
 from test_cli import assert_failed_in_one_line, create_user
 from test_revocation import assert_session_dead
@@ -122,3 +123,24 @@ def test_sessions_lists_one_line_per_live_session(app, cli_env):
     ), line
     assert PASSWORD not in result.stdout.decode()
     assert laptop["refresh_token"] not in result.stdout.decode()
+
+
+def test_remove_mfa_takes_every_factor_and_ends_every_session(make_app, cli_env):
+    clock = step_clock()
+    app = make_app(clock=clock)
+    register(app, "alice")
+    secret, _ = enable_totp(app, login(app, "alice").json["access_token"], clock)
+    tokens = mfa_login(app, secret, clock)
+    assert_succeeded(
+        run_cli(["remove-mfa", "alice"], cli_env),
+        "second factors of alice removed; 2 session(s) ended",
+    )
+    seen_by_the_service(app)
+    assert_session_dead(app, tokens)
+    # One step again; the codes are gone with the factor.
+    fresh = login(app, "alice", status=200).json["access_token"]
+    assert app.get("/users/me/mfa", headers=bearer(fresh)).json == {
+        "totp": False,
+        "recovery_codes_left": 0,
+        "passkeys": [],
+    }

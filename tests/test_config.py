@@ -107,6 +107,39 @@ def test_refresh_reuse_interval_bounds_are_accepted(value):
     assert config.refresh_reuse_interval == int(value)
 
 
+def test_step_up_and_admin_mfa_defaults():
+    config = Config.from_env({})
+    assert (config.step_up_max_age, config.admin_requires_mfa) == (600, True)
+
+
+@pytest.mark.parametrize("value", ["0", "86401", "-600"])
+def test_step_up_max_age_out_of_range_names_the_variable(value):
+    error = config_error({"TOKENAUTH_STEP_UP_MAX_AGE": value})
+    assert_names(error, "TOKENAUTH_STEP_UP_MAX_AGE")
+    assert "between 1 and 86400" in str(error)
+
+
+@pytest.mark.parametrize("value", ["1", "86400"])
+def test_step_up_max_age_bounds_are_accepted(value):
+    assert Config.from_env({"TOKENAUTH_STEP_UP_MAX_AGE": value}).step_up_max_age == int(value)
+
+
+def test_step_up_max_age_must_be_an_integer():
+    error = config_error({"TOKENAUTH_STEP_UP_MAX_AGE": "10m"})
+    assert_names(error, "TOKENAUTH_STEP_UP_MAX_AGE")
+    assert "not an integer" in str(error)
+
+
+@pytest.mark.parametrize(("value", "expected"), [("false", False), ("off", False), ("1", True)])
+def test_admin_requires_mfa_is_a_boolean(value, expected):
+    assert Config.from_env({"TOKENAUTH_ADMIN_REQUIRES_MFA": value}).admin_requires_mfa is expected
+
+
+def test_admin_requires_mfa_names_the_variable():
+    error = config_error({"TOKENAUTH_ADMIN_REQUIRES_MFA": "sometimes"})
+    assert_names(error, "TOKENAUTH_ADMIN_REQUIRES_MFA")
+
+
 def test_database_name_with_a_dot_names_the_variable():
     assert_names(config_error({"TOKENAUTH_DB_NAME": "a.b"}), "TOKENAUTH_DB_NAME")
 
@@ -154,6 +187,28 @@ def test_keys_dir_that_is_a_file_names_the_keys_dir(make_config, tmp_path):
     assert_names(keys_error(make_config()), "TOKENAUTH_KEYS_DIR")
 
 
+def write_corrupt_data_key(keys_dir: Path) -> None:
+    """A data key file that is not 32 bytes of base64."""
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    (keys_dir / "data-20250101T000000Z-broken.aesgcm").write_text("c2hvcnQ=\n")
+
+
+def test_corrupt_data_key_names_the_keys_dir(make_config, tmp_path):
+    write_corrupt_data_key(tmp_path / "keys")
+    error = keys_error(make_config())
+    assert_names(error, "TOKENAUTH_KEYS_DIR")
+    assert "data-20250101T000000Z-broken.aesgcm is not 32 bytes of base64" in str(error)
+
+
+def test_the_data_key_is_made_once_and_kept(make_config, tmp_path):
+    create_app(make_config(), start_background=False).close()
+    (first,) = (tmp_path / "keys").glob("*.aesgcm")
+    content = first.read_bytes()
+    create_app(make_config(), start_background=False).close()
+    assert [p.name for p in (tmp_path / "keys").glob("*.aesgcm")] == [first.name]
+    assert first.read_bytes() == content
+
+
 # -- the real processes -----------------------------------------------------------------
 def bad_environments(tmp_path: Path) -> dict[str, tuple[dict[str, str], str]]:
     """Name -> (TOKENAUTH_* variables with one mistake, the variable to be named)."""
@@ -162,6 +217,8 @@ def bad_environments(tmp_path: Path) -> dict[str, tuple[dict[str, str], str]]:
     short = tmp_path / "short-keys"
     short.mkdir()
     (short / "short.secret").write_bytes(b"k" * (MIN_HMAC_SECRET - 1))
+    data = tmp_path / "data-key"
+    write_corrupt_data_key(data)
     return {
         "unknown-alg": ({"TOKENAUTH_SIGNING_ALG": "XYZ"}, "TOKENAUTH_SIGNING_ALG"),
         "non-integer-ttl": ({"TOKENAUTH_ACCESS_TTL": "15m"}, "TOKENAUTH_ACCESS_TTL"),
@@ -171,10 +228,20 @@ def bad_environments(tmp_path: Path) -> dict[str, tuple[dict[str, str], str]]:
             {"TOKENAUTH_KEYS_DIR": str(short), "TOKENAUTH_SIGNING_ALG": "HS256"},
             "TOKENAUTH_KEYS_DIR",
         ),
+        "corrupt-data-key": ({"TOKENAUTH_KEYS_DIR": str(data)}, "TOKENAUTH_KEYS_DIR"),
+        "step-up-max-age": ({"TOKENAUTH_STEP_UP_MAX_AGE": "0"}, "TOKENAUTH_STEP_UP_MAX_AGE"),
     }
 
 
-MISTAKES = ["unknown-alg", "non-integer-ttl", "min-length", "corrupt-key", "short-secret"]
+MISTAKES = [
+    "unknown-alg",
+    "non-integer-ttl",
+    "min-length",
+    "corrupt-key",
+    "short-secret",
+    "corrupt-data-key",
+    "step-up-max-age",
+]
 
 
 def assert_one_line_naming(result: subprocess.CompletedProcess, variable: str) -> None:

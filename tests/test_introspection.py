@@ -73,6 +73,9 @@ def test_active_access_token(app, admin_token, as_json):
             "jti": claims["jti"],
             "iss": "http://127.0.0.1:8000",
             "aud": "tokenauth",
+            "auth_time": claims["iat"],
+            "amr": ["pwd"],
+            "acr": "aal1",
         },
     )
     assert answer.json["exp"] - answer.json["iat"] == 900
@@ -95,6 +98,9 @@ def test_active_refresh_token(timed_app, clock):
             "iat": int(clock.now.timestamp()),
             "exp": int(clock.now.timestamp()) + 3600,
             "iss": "http://127.0.0.1:8000",
+            "auth_time": int(clock.now.timestamp()),
+            "amr": ["pwd"],
+            "acr": "aal1",
         },
     )
 

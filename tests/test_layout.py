@@ -8,11 +8,12 @@ import inspect
 import pytest
 from helpers import ROOT
 
+import mfa_routes
 import oauth
 import service
 
-# Each module imports only modules of a lower rank: service -> oauth/web -> auth ->
-# throttle/keys/passwords -> store/embedded -> pymongo, with the leaves everyone may use.
+# Each module imports only modules of a lower rank: service -> oauth/mfa_routes -> web/mfa ->
+# auth -> throttle/keys/passwords -> store/embedded -> pymongo, with the leaves everyone may use.
 RANKS = {
     "cli": 7,
     "service": 6,
@@ -25,6 +26,8 @@ RANKS = {
     "events": 2,
     "mail": 2,
     "recovery": 5,
+    "mfa_routes": 5,
+    "mfa": 4,
     "sessions": 4,
     "accounts": 4,
     "store": 1,
@@ -97,7 +100,7 @@ def test_the_lower_rooms_know_nothing_of_http(module):
 def test_no_resource_takes_the_whole_wiring_record():
     resources = [
         cls
-        for module in (service, oauth)
+        for module in (service, oauth, mfa_routes)
         for _, cls in inspect.getmembers(module, inspect.isclass)
         if cls.__module__ == module.__name__ and any(name.startswith("on_") for name in vars(cls))
     ]

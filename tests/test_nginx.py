@@ -292,7 +292,12 @@ def test_auth_request_guards_the_private_upstream_until_logout(gunicorn_server, 
     assert private_app.received == []
 
     # The client's own X-Auth-* and X-Forwarded-For are replaced, never passed on.
-    forged = {"X-Auth-Subject": "0" * 24, "X-Auth-Username": "root", "X-Forwarded-For": "10.9.9.9"}
+    forged = {
+        "X-Auth-Subject": "0" * 24,
+        "X-Auth-Username": "root",
+        "X-Auth-Amr": "pwd,otp,mfa",
+        "X-Forwarded-For": "10.9.9.9",
+    }
     with client_at("127.0.0.2") as two:
         answer = two.get(f"{front}/private/report", headers={**bearer(token), **forged}, timeout=10)
     assert answer.status_code == 200, answer.text
@@ -301,6 +306,7 @@ def test_auth_request_guards_the_private_upstream_until_logout(gunicorn_server, 
     assert received["X-Auth-Subject"] == user_id
     assert received["X-Auth-Username"] == "alice"
     assert received["X-Auth-Roles"] == "user"
+    assert received["X-Auth-Amr"] == "pwd"
     assert received["X-Forwarded-For"] == "127.0.0.2"
 
     logout = requests.post(f"{front}/auth/logout", headers=bearer(token), timeout=10)

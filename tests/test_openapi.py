@@ -125,6 +125,11 @@ def test_every_route_of_the_table_in_api_md_is_documented():
         ("POST", "/auth/password-reset"),
         ("POST", "/auth/password-reset/confirm"),
         ("POST", "/users/me/email/verify"),
+        ("GET", "/users/me/mfa"),
+        ("POST", "/users/me/mfa/totp"),
+        ("POST", "/users/me/mfa/totp/confirm"),
+        ("DELETE", "/users/me/mfa/totp"),
+        ("POST", "/users/me/mfa/recovery-codes"),
         ("POST", "/auth/token"),
         ("POST", "/auth/session"),
         ("DELETE", "/auth/session"),
@@ -346,6 +351,17 @@ SCHEMA_EXAMPLES = [
         {"token": "not-a-mailed-token"},
         422,
         "new_password",
+    ),
+    # No enrolment is pending: a well-formed code gets the 409 naming `totp`.
+    (
+        "POST",
+        "/users/me/mfa/totp/confirm",
+        "TotpConfirmation",
+        {"code": "123456"},
+        409,
+        {"code": 123456},
+        422,
+        "code",
     ),
     # The only admin may not delete itself: the valid body gets the last-admin 409.
     (

@@ -57,7 +57,11 @@ def test_metadata_names_the_endpoints_under_the_issuer(make_app, make_config):
         "revocation_endpoint": f"{ISSUER}/auth/revoke",
         "introspection_endpoint": f"{ISSUER}/auth/introspect",
     }
-    assert metadata["grant_types_supported"] == ["password", "refresh_token"]
+    assert metadata["grant_types_supported"] == [
+        "password",
+        "refresh_token",
+        "urn:tokenauth:params:oauth:grant-type:mfa",
+    ]
     # RFC 8414 §2: response_types_supported is required, and its value for us is empty.
     assert metadata["response_types_supported"] == []
 
