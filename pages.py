@@ -86,6 +86,43 @@ def login_page(
     return _page("Sign in", body, service_name)
 
 
+def second_factor_page(
+    *,
+    service_name: str,
+    client_name: str,
+    handle: str,
+    mfa_token: str,
+    methods: list[str],
+    message: str | None = None,
+) -> str:
+    """The login's second step: a code from the authenticator app, or a recovery code."""
+    forms = []
+    fields = {
+        "otp": ("otp", "The 6-digit code from your authenticator app", "one-time-code"),
+        "recovery_code": ("recovery_code", "Or one of your recovery codes", "off"),
+    }
+    for method in methods:
+        name, label, complete = fields[method]
+        forms.append(
+            f'      <form method="post" action="/authorize/login" id="{name}-form">\n'
+            + _hidden("request", handle)
+            + _hidden("mfa_token", mfa_token)
+            + f'        <div class="field"><label for="{name}">{escape(label)}</label>\n'
+            + f'          <input id="{name}" name="{name}" autocomplete="{complete}" required'
+            + (' inputmode="numeric"' if name == "otp" else "")
+            + "></div>\n"
+            + '        <div class="form-actions"><button class="button button-primary"'
+            + ' type="submit">Continue</button></div>\n'
+            + "      </form>\n"
+        )
+    body = (
+        f'      <p class="lead">to continue to <strong>{escape(client_name)}</strong></p>\n'
+        + _alert(message)
+        + "".join(forms)
+    )
+    return _page("Second step", body, service_name)
+
+
 def consent_page(
     *,
     service_name: str,

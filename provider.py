@@ -23,6 +23,7 @@ from errors import InvalidGrant, Throttled, UntrustedRedirect
 from events import EventLog
 from grants import AuthorizationRequest, Codes, Consents, PendingRequests, read_request
 from idtokens import IdTokens, user_claims
+from mfa import FACTOR_METHODS, SecondFactors, SecondStep
 from sessions import Sessions
 from signins import SignIns
 from web import (
@@ -41,6 +42,9 @@ from web import (
 )
 
 WRONG_PASSWORD = "The username or password is incorrect."
+# The second factors a page without JavaScript can take: typed codes. (A passkey needs the
+# WebAuthn API; the browser client offers it.)
+PAGE_PROOFS = ("otp", "recovery_code")
 
 
 def _issuer_origin(issuer: str) -> str:
@@ -89,6 +93,8 @@ class Authorization:
         codes: Codes,
         signins: SignIns,
         accounts: Accounts,
+        factors: SecondFactors,
+        second_step: SecondStep,
         events: EventLog,
     ) -> None:
         self.issuer = config.issuer
@@ -99,6 +105,8 @@ class Authorization:
         self.codes = codes
         self.signins = signins
         self.accounts = accounts
+        self.factors = factors
+        self.second_step = second_step
         self.events = events
         self.clock = signins.clock
 
@@ -184,31 +192,85 @@ class Authorization:
 
     # -- the sign-in page -------------------------------------------------------------
     def on_post_login(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """The sign-in form: the password grant's check, throttle and answers."""
+        """The sign-in form: the password grant's check, throttle and answers; for an account
+        with a second factor, then its form (with the login's mfa_token)."""
         check_same_origin(req, self.issuer)
         form = read_form(req)
         handle = _one(form, "request") or ""
         request, _ = self.pending.find(handle, req.cookies.get(BROWSER_COOKIE))
+        if _one(form, "mfa_token"):
+            self._second_step(req, resp, request, handle, form)
+            return
         username, password = _one(form, "username") or "", _one(form, "password") or ""
         address, user_agent = req.context.address, req.user_agent
+        methods: list[str] = []
+
+        def second_step(user: dict[str, Any]) -> bool:
+            methods.extend(self.factors.methods(user))
+            return not FACTOR_METHODS.isdisjoint(methods)
+
         try:
             if not username or not password:
                 raise InvalidGrant(WRONG_PASSWORD)
             user = self.accounts.authenticate(
-                username, password, address=address, user_agent=user_agent
+                username,
+                password,
+                address=address,
+                user_agent=user_agent,
+                second_step=second_step,
             )
         except Throttled as exc:
-            self.events.record("login_throttled", address=address, retry_after=exc.retry_after)
-            resp.status = falcon.HTTP_429
-            resp.set_header("Retry-After", str(exc.retry_after))
-            message = f"Too many attempts. Try again in {exc.retry_after} seconds."
-            self._login_page(resp, request, handle, username=username, message=message)
+            self._throttled(resp, exc, address)
+            self._login_page(resp, request, handle, username=username, message=resp.context.why)
             return
         except InvalidGrant:
             resp.status = falcon.HTTP_400
             self._login_page(resp, request, handle, username=username, message=WRONG_PASSWORD)
             return
         auth = Authentication(time=self.clock())
+        if not FACTOR_METHODS.isdisjoint(methods):
+            mfa_token = self.second_step.begin(user, auth)
+            self.events.record("mfa_required", user_id=user["id"], address=address)
+            self._factor_page(resp, request, handle, mfa_token, methods)
+            return
+        self._signed_in(req, resp, request, handle, user, auth)
+
+    def _second_step(self, req, resp, request, handle: str, form: dict[str, list[str]]) -> None:
+        """The second factor's form: one proof (a TOTP code, a recovery code) for the login."""
+        mfa_token = _one(form, "mfa_token") or ""
+        proofs = [name for name in self.factors.proofs() if _one(form, name)]
+        methods = [p for p in self.factors.proofs() if p in PAGE_PROOFS]
+        if len(proofs) != 1:
+            resp.status = falcon.HTTP_400
+            message = "Enter one code."
+            self._factor_page(resp, request, handle, mfa_token, methods, message=message)
+            return
+        (proof,) = proofs
+        address = req.context.address
+        try:
+            user, auth, _ = self.second_step.complete(
+                mfa_token, proof, _one(form, proof), address=address, user_agent=req.user_agent
+            )
+        except Throttled as exc:
+            self._throttled(resp, exc, address)
+            message = resp.context.why
+            self._factor_page(resp, request, handle, mfa_token, methods, message=message)
+            return
+        except InvalidGrant as exc:
+            resp.status = falcon.HTTP_400
+            if "mfa_token" in exc.description or "sign in again" in exc.description:
+                # The login's five minutes are over (or it was completed): start again.
+                message = "This sign-in took too long; enter your password again."
+                self._login_page(resp, request, handle, message=message)
+                return
+            message = "That code is not right."
+            self._factor_page(resp, request, handle, mfa_token, methods, message=message)
+            return
+        self._signed_in(req, resp, request, handle, user, auth)
+
+    def _signed_in(self, req, resp, request, handle, user, auth: Authentication) -> None:
+        """Sign the browser in (the SSO cookie), then consent or the code."""
+        address, user_agent = req.context.address, req.user_agent
         current = self.signins.current(req.cookies.get(SIGN_IN_COOKIE))
         sid, secret, ends = self.signins.sign_in(
             user,
@@ -220,9 +282,31 @@ class Authorization:
         seconds = int((ends - self.clock()).total_seconds())
         resp.append_header("Set-Cookie", sign_in_cookie(secret, seconds))
         self.events.record(
-            "login_succeeded", user_id=user["id"], sid=sid, address=address, user_agent=user_agent
+            "login_succeeded",
+            user_id=user["id"],
+            sid=sid,
+            address=address,
+            user_agent=user_agent,
+            amr=list(auth.amr),
         )
         self._continue(req, resp, request, handle, user, sid, auth)
+
+    def _throttled(self, resp: falcon.Response, exc: Throttled, address: str) -> None:
+        self.events.record("login_throttled", address=address, retry_after=exc.retry_after)
+        resp.status = falcon.HTTP_429
+        resp.set_header("Retry-After", str(exc.retry_after))
+        resp.context.why = f"Too many attempts. Try again in {exc.retry_after} seconds."
+
+    def _factor_page(self, resp, request, handle, mfa_token, methods, *, message=None) -> None:
+        page = pages.second_factor_page(
+            service_name=self.service_name,
+            client_name=request.client["name"],
+            handle=handle,
+            mfa_token=mfa_token,
+            methods=[m for m in methods if m in PAGE_PROOFS],
+            message=message,
+        )
+        html_page(resp, page, form_targets=(origin_of(request.redirect_uri),))
 
     def _login_page(self, resp, request, handle, *, username="", message=None) -> None:
         page = pages.login_page(

@@ -926,7 +926,16 @@ def create_app(
     app.add_route("/.well-known/oauth-authorization-server", Metadata(config))
     app.add_route("/.well-known/openid-configuration", OpenIDConfiguration(config))
     authorization = Authorization(
-        config, c.clients, c.pending, c.consents, c.codes, c.signins, c.accounts, c.events
+        config,
+        c.clients,
+        c.pending,
+        c.consents,
+        c.codes,
+        c.signins,
+        c.accounts,
+        c.factors,
+        c.second_step,
+        c.events,
     )
     app.add_route("/authorize", authorization)
     app.add_route("/authorize/login", authorization, suffix="login")

@@ -7,6 +7,7 @@ import re
 import jwt
 import pytest
 from helpers import ADMIN_PASSWORD, PASSWORD, assert_documented, bearer, login, register
+from mfa_helpers import code_at, enable_totp, step_clock
 from oidc import (
     LOGOUT_REDIRECT,
     REDIRECT,
@@ -17,6 +18,7 @@ from oidc import (
     code_for,
     consent,
     exchange,
+    handle_of,
     id_token_claims,
     pkce,
     redirected,
@@ -517,3 +519,59 @@ def test_introspection_names_the_client_and_scope(app):
             "/auth/introspect",
             "POST",
         )
+
+
+# -- the second factor on the sign-in page ------------------------------------------------------
+def test_an_account_with_totp_signs_in_with_its_code_and_the_id_token_says_so(
+    make_app, make_config
+):
+    clock = step_clock()
+    app = browser_cookies(make_app(make_config(), clock=clock))
+    register(app, "alice")
+    secret, recovery_codes = enable_totp(app, login(app, "alice").json["access_token"], clock)
+    client, client_secret = register_client(app, first_party=True)
+    verifier, challenge = pkce()
+    page = authorize(app, client, challenge)
+    second = sign_in(app, page)
+    assert_page(second, 200)
+    assert 'name="otp"' in second.text and 'name="recovery_code"' in second.text
+    assert not [c for c in second.headers.getall("Set-Cookie") if "tokenauth-sso" in c]
+    mfa_token = re.search(r'name="mfa_token" value="([^"]+)"', second.text)[1]
+    form = {"request": handle_of(page), "mfa_token": mfa_token}
+
+    wrong = app.post(
+        "/authorize/login", {**form, "otp": "000000"}, headers=SAME_ORIGIN_FORM, status=400
+    )
+    assert "That code is not right." in wrong.text
+    answer = app.post(
+        "/authorize/login", {**form, "otp": code_at(secret, clock)}, headers=SAME_ORIGIN_FORM
+    )
+    query = redirected(answer)
+    tokens = exchange(app, client, client_secret, query["code"], verifier).json
+    claims = id_token_claims(app, tokens["id_token"], client["id"])
+    assert (claims["acr"], set(claims["amr"])) == ("aal2", {"pwd", "otp", "mfa"})
+    access = jwt.decode(tokens["access_token"], options={"verify_signature": False})
+    assert access["acr"] == "aal2"
+    # The request is answered, and the login's mfa_token spent: a new request with it
+    # starts again from the password.
+    again = {**form, "recovery_code": recovery_codes[0]}
+    app.post("/authorize/login", again, headers=SAME_ORIGIN_FORM, status=400)
+    page = authorize(app, client, challenge, prompt="login")
+    again["request"] = handle_of(page)
+    answer = app.post("/authorize/login", again, headers=SAME_ORIGIN_FORM, status=400)
+    assert 'name="password"' in answer.text
+    assert "enter your password again" in answer.text
+
+
+def test_a_recovery_code_completes_the_sign_in_too(make_app, make_config):
+    clock = step_clock()
+    app = browser_cookies(make_app(make_config(), clock=clock))
+    register(app, "alice")
+    _, recovery_codes = enable_totp(app, login(app, "alice").json["access_token"], clock)
+    client, _ = register_client(app, first_party=True)
+    _, challenge = pkce()
+    page = authorize(app, client, challenge)
+    second = sign_in(app, page)
+    mfa_token = re.search(r'name="mfa_token" value="([^"]+)"', second.text)[1]
+    form = {"request": handle_of(page), "mfa_token": mfa_token, "recovery_code": recovery_codes[0]}
+    assert "code" in redirected(app.post("/authorize/login", form, headers=SAME_ORIGIN_FORM))
