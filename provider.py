@@ -23,7 +23,7 @@ from errors import InvalidGrant, Throttled, UntrustedRedirect
 from events import EventLog
 from grants import AuthorizationRequest, Codes, Consents, PendingRequests, read_request
 from idtokens import IdTokens, user_claims
-from mfa import FACTOR_METHODS, SecondFactors, SecondStep
+from mfa import FACTOR_METHODS, SecondFactors, SecondStep, StepUp, require_admin_write
 from sessions import Sessions
 from signins import SignIns
 from web import (
@@ -502,17 +502,20 @@ class MyConsents:
 class AdminClients:
     """GET and POST /clients, GET and DELETE /clients/{client_id}: the registry, for admins."""
 
-    def __init__(self, clients: Clients, sessions: Sessions, events: EventLog) -> None:
+    def __init__(
+        self, clients: Clients, sessions: Sessions, events: EventLog, step_up: StepUp
+    ) -> None:
         self.clients = clients
         self.sessions = sessions
         self.events = events
+        self.step_up = step_up  # admin writes need a recent sign-in (and the admin's factor)
 
     @falcon.before(require_admin)
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Every client, by name."""
         resp.media = {"items": [public_client(c) for c in self.clients.all()]}
 
-    @falcon.before(require_admin)
+    @falcon.before(require_admin_write)
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Register a client; a confidential one's secret is in this answer only."""
         body = read_body(req, "ClientCreate")
@@ -535,7 +538,7 @@ class AdminClients:
         """One client."""
         resp.media = public_client(self._found(client_id))
 
-    @falcon.before(require_admin)
+    @falcon.before(require_admin_write)
     def on_delete_item(self, req: falcon.Request, resp: falcon.Response, client_id: str) -> None:
         """Remove a client: its sessions end, its consents go."""
         client = self._found(client_id)

@@ -942,7 +942,7 @@ def create_app(
     app.add_route("/authorize/consent", authorization, suffix="consent")
     app.add_route("/userinfo", UserInfo(c.store))
     app.add_route("/logout", EndSession(config, c.clients, c.signins, c.idtokens, c.events))
-    admin_clients = AdminClients(c.clients, c.sessions, c.events)
+    admin_clients = AdminClients(c.clients, c.sessions, c.events, c.step_up)
     app.add_route("/clients", admin_clients)
     app.add_route("/clients/{client_id}", admin_clients, suffix="item")
     my_consents = MyConsents(c.consents, c.events)
