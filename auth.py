@@ -113,9 +113,13 @@ class AccessTokens:
         sid: str,
         not_after: dt.datetime | None = None,
         auth: Authentication | None = None,
+        client: dict[str, Any] | None = None,
     ) -> tuple[str, dict[str, Any]]:
         """A signed access token for the user in session `sid` (dying by `not_after`),
-        carrying how the user signed in (`auth`) when given."""
+        carrying how the user signed in (`auth`) when given.
+
+        `client` ({"client_id", "scope", "first_party"}): the OAuth client it is issued to.
+        """
         now = int(self.clock().timestamp())
         expires = now + self.ttl
         if not_after is not None:
@@ -134,6 +138,12 @@ class AccessTokens:
         }
         if auth is not None:
             claims.update(auth.claims())
+        if client is not None:
+            claims["client_id"] = client["client_id"]
+            claims["scope"] = client["scope"]
+            if not client.get("first_party"):
+                # Consent to a third party covers the scopes it lists, never administration.
+                claims["roles"] = [role for role in claims["roles"] if role == "user"]
         key = self.keyring.current
         token = jwt.encode(
             claims,

@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import embedded
+from clients import SCOPES, public_client
 from config import Config
 from errors import ConfigError, Conflict, InvalidInput, LastAdmin, Unavailable
 from events import describe_device, log_event
-from keys import KeyRing
+from keys import KeyRing, id_token_ring
 from mail import latest_messages
 from service import Components, build_components
 
@@ -49,7 +50,41 @@ def parser() -> argparse.ArgumentParser:
         ("remove-mfa", "remove the user's second factors and recovery codes; end every session"),
     ):
         commands.add_parser(name, help=text).add_argument("username")
-    commands.add_parser("rotate-key", help="make a new signing key current")
+    commands.add_parser("rotate-key", help="make new signing keys current (access and ID tokens)")
+    client = commands.add_parser(
+        "create-client", help="register an OAuth client of the authorization endpoint"
+    )
+    client.add_argument("name")
+    client.add_argument(
+        "--redirect-uri",
+        action="append",
+        required=True,
+        metavar="URI",
+        help="an exact redirect URI (https, or http on loopback); repeat for more",
+    )
+    client.add_argument(
+        "--public", action="store_true", help="a public client (SPA, native app): no secret"
+    )
+    client.add_argument(
+        "--first-party", action="store_true", help="one of ours: its people are not asked consent"
+    )
+    client.add_argument(
+        "--scope",
+        action="append",
+        choices=SCOPES,
+        metavar="SCOPE",
+        help=f"a scope it may ask for ({', '.join(SCOPES)}); repeat; default all",
+    )
+    client.add_argument(
+        "--post-logout-redirect-uri",
+        action="append",
+        metavar="URI",
+        help="where /logout may send the person back to; repeat for more",
+    )
+    commands.add_parser("clients", help="list the OAuth clients, one a line")
+    commands.add_parser(
+        "delete-client", help="remove an OAuth client; its sessions end"
+    ).add_argument("name")
     mail = commands.add_parser(
         "mail", help="the latest messages of the local Maildir (no SMTP configured)"
     )
@@ -77,6 +112,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "rotate-key":
             kid = ring.rotate()
             print(f"new signing key {kid}; older keys verify until their tokens expire")
+            id_ring = id_token_ring(ring)
+            if id_ring is not ring:
+                id_kid = id_ring.rotate()
+                print(
+                    f"new ID-token key {id_kid} (RS256); older ones verify until their tokens "
+                    "expire"
+                )
             return 0
         password = None
         if getattr(args, "password_stdin", False):
@@ -89,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     except InvalidInput as exc:
         return fail("; ".join(f"{field} {message}" for field, message in exc.errors))
     except Conflict:
+        if args.command == "create-client":
+            return fail(f"the client name {args.name!r} is already taken")
         return fail(f"the username {args.username!r} is already taken")
     except LastAdmin:
         return fail(f"{args.username!r} is the last active admin; make another admin first")
@@ -183,6 +227,49 @@ def mail_status(c: Components, args: argparse.Namespace, password: str | None) -
     return [f"outbox depth {depth}, oldest {age} s"]
 
 
+def create_client(c: Components, args: argparse.Namespace, password: str | None) -> list[str]:
+    """`create-client NAME --redirect-uri URI... [--public] [--first-party] [--scope S...]`."""
+    client, secret = c.clients.create(
+        args.name,
+        args.redirect_uri,
+        public=args.public,
+        first_party=args.first_party,
+        scopes=args.scope,
+        post_logout_redirect_uris=args.post_logout_redirect_uri,
+    )
+    log_event("client_created", client_id=client["id"], public=args.public, via="cli")
+    lines = [f"client_id: {client['id']}"]
+    if secret is not None:
+        lines.append(f"client_secret: {secret}")  # shown this once: only its hash is kept
+    return lines
+
+
+def list_clients(c: Components, args: argparse.Namespace, password: str | None) -> list[str]:
+    """`clients`: one line per client."""
+    lines = []
+    for client in map(public_client, c.clients.all()):
+        kind = "public" if client["public"] else "confidential"
+        if client["first_party"]:
+            kind += ", first-party"
+        lines.append(
+            f"{client['name']}  {client['client_id']}  {kind}  scopes {' '.join(client['scopes'])}"
+            f"  redirect {' '.join(client['redirect_uris'])}"
+        )
+    return lines
+
+
+def delete_client(c: Components, args: argparse.Namespace, password: str | None) -> list[str]:
+    """`delete-client NAME`: the client, its consents and its sessions go."""
+    client = c.clients.find_by_name(args.name)
+    if client is None:
+        raise Refused(f"no client is named {args.name!r}")
+    # Sessions end first: if the deletion then fails, the client is merely signed out.
+    ended = c.sessions.end_client(client["id"])
+    c.clients.delete(client["id"])
+    log_event("client_deleted", client_id=client["id"], sessions_revoked=len(ended), via="cli")
+    return [f"deleted client {client['name']}; {len(ended)} session(s) ended"]
+
+
 def _session_line(session: dict[str, Any]) -> str:
     created = session["created_at"].isoformat(timespec="seconds").replace("+00:00", "Z")
     used = (session.get("last_used_at") or session["created_at"]).isoformat(timespec="seconds")
@@ -209,6 +296,9 @@ COMMANDS = {
     "sessions": sessions,
     "remove-mfa": remove_mfa,
     "mail": mail_status,
+    "create-client": create_client,
+    "clients": list_clients,
+    "delete-client": delete_client,
 }
 
 

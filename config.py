@@ -51,6 +51,8 @@ class Config:
     step_up_max_age: int = 600
     # Admin writes need a token with a second factor once the admin has one.
     admin_requires_mfa: bool = True
+    # The RFC 6749 password grant on /auth/token (RFC 9700 §2.4: third parties must not use it).
+    password_grant: bool = True
     # Not in the environment: how long a request waits for MongoDB before answering 503.
     db_timeout_ms: int = 2000
     # Not in the environment: how often each worker polls revocations and keys.
@@ -143,6 +145,7 @@ class Config:
             "reset_ttl": integer("RESET_TTL"),
             "step_up_max_age": integer("STEP_UP_MAX_AGE"),
             "admin_requires_mfa": boolean("ADMIN_REQUIRES_MFA"),
+            "password_grant": boolean("PASSWORD_GRANT"),
         }
         proxies = text("TRUSTED_PROXIES")
         if proxies:

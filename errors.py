@@ -107,3 +107,33 @@ class RevocationsStale(TokenauthError):
 
 class ResetRefused(TokenauthError):
     """A password-reset secret that is unknown, expired, used, or outdated by a change."""
+
+
+# -- the authorization server -----------------------------------------------------------------
+class AuthorizationRefused(TokenauthError):
+    """An authorization request refused at the client's redirect URI (RFC 6749 §4.1.2.1)."""
+
+    def __init__(self, error: str, description: str, *, redirect_uri: str, state: str | None):
+        super().__init__(f"{error}: {description}")
+        self.error = error
+        self.description = description
+        self.redirect_uri = redirect_uri
+        self.state = state
+
+
+class UntrustedRedirect(TokenauthError):
+    """An authorization or logout request whose client or redirect URI cannot be trusted:
+    shown on a page, never redirected (no open redirector)."""
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        self.description = description
+
+
+class InvalidClient(TokenauthError):
+    """Client authentication failed at the token endpoint (RFC 6749 §5.2 `invalid_client`)."""
+
+    def __init__(self, description: str, *, basic: bool = False) -> None:
+        super().__init__(description)
+        self.description = description
+        self.basic = basic  # the client tried HTTP Basic: answer with its challenge

@@ -7,13 +7,14 @@ from gunicorn.glogging import Logger
 
 from config import Config
 from errors import ConfigError
-from keys import KeyRing, SecretBox
+from keys import KeyRing, SecretBox, rings_of
 from web import loggable
 
 try:
     _config = Config.from_env()
-    # Checked (the first key made) here, before gunicorn logs a line: a bad key is one line.
-    KeyRing(_config.keys_dir, _config.signing_alg, access_ttl=_config.access_ttl).load()
+    # Checked (the first keys made) here, before gunicorn logs a line: a bad key is one line.
+    # Both rings: the service's own and the RS256 one of ID tokens, made once, before forking.
+    rings_of(KeyRing(_config.keys_dir, _config.signing_alg, access_ttl=_config.access_ttl))
     SecretBox(_config.keys_dir).load()  # the data key that seals TOTP secrets
 except ConfigError as _error:
     print(f"tokenauth: {_error}", file=sys.stderr)

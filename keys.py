@@ -337,3 +337,31 @@ class SecretBox:
             return key.decrypt(raw[:12], raw[12:], context)
         except (ValueError, binascii.Error, InvalidTag):
             return None
+
+
+# -- the ID-token key: OIDC Core §15.1 requires RS256 whatever the service signs with ----
+ID_TOKEN_ALGORITHM = "RS256"
+
+
+def id_token_ring(ring: KeyRing) -> KeyRing:
+    """The ring that signs ID tokens: `ring` itself under RS256, else an RS256 ring over the
+    same directory (its keys are .pem files the other algorithm's ring leaves alone)."""
+    if ring.algorithm == ID_TOKEN_ALGORITHM:
+        return ring
+    companion = KeyRing(
+        ring.keys_dir, ID_TOKEN_ALGORITHM, access_ttl=ring.access_ttl, clock=ring.clock
+    )
+    # Both read the same files: an unreadable one is logged once, not once per ring.
+    companion._unreadable = ring._unreadable
+    return companion
+
+
+def rings_of(ring: KeyRing) -> list[KeyRing]:
+    """The service's ring and its ID-token ring, each once, loaded (made when missing)."""
+    rings = [ring, id_token_ring(ring)]
+    return [r.load() for r in rings[: 1 if rings[1] is ring else 2]]
+
+
+def jwks_of(rings: list[KeyRing]) -> dict[str, list[dict[str, Any]]]:
+    """RFC 7517 set of every ring's public keys still verifying."""
+    return {"keys": [jwk for ring in rings for jwk in ring.jwks()["keys"]]}

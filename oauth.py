@@ -1,7 +1,9 @@
 """The OAuth 2 endpoints: token, revocation, introspection, metadata and the key set."""
 
-# RFC 6749 (token), 7009 (revocation), 7662 (introspection), 8414 (metadata), 7517 (JWKS).
-# Translation only: the verbs behind them are Accounts, Sessions, SecondStep and AccessTokens.
+# RFC 6749 (token), 7009 (revocation), 7662 (introspection), 8414 (metadata), 7517 (JWKS),
+# and the authorization_code grant of the provider. Translation only: the verbs behind them
+# are Accounts, Sessions, SecondStep, AccessTokens, and the provider's Clients, Codes,
+# SignIns and IdTokens.
 
 from __future__ import annotations
 
@@ -14,24 +16,26 @@ import falcon
 import openapi
 from accounts import Accounts
 from auth import EVERY_METHOD, AccessTokens, Authentication, RevocationCache, require_admin
-from config import Config
 from errors import InvalidGrant, InvalidInput, InvalidToken, MfaRequired, Throttled
 from events import EventLog
-from keys import KeyRing
+from exchange import CODE_GRANT, CodeExchange, Provider, client_claims
 from mfa import FACTOR_METHODS, SecondFactors, SecondStep
 from sessions import Sessions
+from signins import SignIns
 from web import (
     CLEARED_SESSION_COOKIE,
+    CLEARED_SIGN_IN_COOKIE,
     JSON,
     SESSION_COOKIE,
+    SIGN_IN_COOKIE,
     OAuthError,
     no_store,
     read_body,
     session_cookie,
+    sign_in_cookie,
 )
 
 MFA_GRANT = "urn:tokenauth:params:oauth:grant-type:mfa"
-GRANT_TYPES = ["password", "refresh_token", MFA_GRANT]
 
 
 @dataclasses.dataclass
@@ -150,42 +154,59 @@ class Logins:
 
 
 class Tokens:
-    """POST /auth/token: the RFC 6749 token endpoint (password, refresh_token, MFA grants)."""
+    """POST /auth/token: the RFC 6749 token endpoint (authorization_code, refresh_token, MFA
+    and, unless turned off, password grants)."""
 
     public_methods = EVERY_METHOD
     oauth_errors = True
 
     def __init__(
-        self, logins: Logins, sessions: Sessions, tokens: AccessTokens, events: EventLog
+        self,
+        logins: Logins,
+        sessions: Sessions,
+        tokens: AccessTokens,
+        events: EventLog,
+        provider: Provider,
+        exchange: CodeExchange,
     ) -> None:
         self.logins = logins
         self.sessions = sessions
         self.tokens = tokens
         self.events = events
+        self.provider = provider
+        self.exchange = exchange
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """Exchange credentials, a second factor or a refresh token for tokens."""
+        """Exchange a code, credentials, a second factor or a refresh token for tokens."""
         params = self._params(req)
         grant = params.get("grant_type")
+        client = None
         try:
-            if grant == "password":
+            if grant == CODE_GRANT:
+                no_store(resp)
+                resp.media = self.exchange.answer(req, params)
+                return
+            if grant == "password" and self.provider.password_grant:
+                self._password_client(req, params)
                 username, password = self._require(params, "username", "password")
                 login = self.logins.with_password(req, username, password)
             elif grant == "refresh_token":
-                login = self._refresh_grant(req, params)
+                login, client = self._refresh_grant(req, params)
             elif grant == MFA_GRANT:
                 self._require(params, "mfa_token")
                 login = self.logins.with_second_factor(req, params)
             else:
                 raise OAuthError(
-                    400,
-                    "unsupported_grant_type",
-                    "grant_type must be one of " + ", ".join(GRANT_TYPES),
+                    400, "unsupported_grant_type", f"grant_type {grant} is not supported"
                 )
         except InvalidGrant as exc:
             raise OAuthError(400, "invalid_grant", exc.description) from None
         access_token, claims = self.tokens.issue(
-            user=login.user, sid=login.sid, not_after=login.session_end, auth=login.auth
+            user=login.user,
+            sid=login.sid,
+            not_after=login.session_end,
+            auth=login.auth,
+            client=client,
         )
         no_store(resp)
         resp.media = {
@@ -195,6 +216,8 @@ class Tokens:
             "refresh_token": login.refresh_token,
             **login.extra,
         }
+        if client is not None:
+            resp.media["scope"] = client["scope"]
 
     def _params(self, req: falcon.Request) -> dict[str, Any]:
         media_type = (req.content_type or "").split(";")[0].strip().lower()
@@ -224,22 +247,48 @@ class Tokens:
             raise OAuthError(400, "invalid_request", f"{listed} {verb} required")
         return [params[n] for n in names]
 
-    def _refresh_grant(self, req: falcon.Request, params: dict[str, Any]) -> Login:
+    def _password_client(self, req: falcon.Request, params: dict[str, Any]) -> None:
+        client = self.provider.clients.authenticated(
+            req.get_header("Authorization"), params, required=False
+        )
+        if client is not None and not client.get("first_party"):
+            # RFC 9700 §2.4: a third party never sees the person's password.
+            raise OAuthError(400, "unauthorized_client", "Use the authorization code flow")
+
+    def _refresh_grant(
+        self, req: falcon.Request, params: dict[str, Any]
+    ) -> tuple[Login, dict[str, Any] | None]:
+        client = self.provider.clients.authenticated(
+            req.get_header("Authorization"), params, required=False
+        )
         (presented,) = self._require(params, "refresh_token")
         address = req.context.address
         user, session, refresh_token = self.sessions.refresh(
-            presented, address=address, user_agent=req.user_agent
+            presented,
+            address=address,
+            user_agent=req.user_agent,
+            client_id=client["id"] if client else None,
         )
         self.events.record(
             "token_refreshed", user_id=user["id"], sid=session["id"], address=address
         )
-        return Login(
+        login = Login(
             user,
             session["id"],
             refresh_token,
             session["expires_at"],
             Authentication.of_session(session),
         )
+        return login, self._client_of_session(session)
+
+    def _client_of_session(self, session: dict[str, Any]) -> dict[str, Any] | None:
+        if not session.get("client_id"):
+            return None
+        client = self.provider.clients.find(session["client_id"])
+        if client is None:
+            self.sessions.revoke(session["id"])
+            raise InvalidGrant("The client of this refresh token is no longer registered")
+        return client_claims(client, session.get("scope", ""))
 
 
 # -- the first-party browser client's cookie flow (RFC 10017 §6.2) -------------------------
@@ -250,12 +299,18 @@ class _CookieFlow:
     oauth_errors = True
 
     def __init__(
-        self, logins: Logins, sessions: Sessions, tokens: AccessTokens, events: EventLog
+        self,
+        logins: Logins,
+        sessions: Sessions,
+        tokens: AccessTokens,
+        events: EventLog,
+        signins: SignIns,
     ) -> None:
         self.logins = logins
         self.sessions = sessions
         self.tokens = tokens
         self.events = events
+        self.signins = signins
 
     def _answer(self, resp: falcon.Response, login: Login) -> None:
         access_token, claims = self.tokens.issue(
@@ -295,22 +350,40 @@ class CookieSession(_CookieFlow):
         except InvalidGrant as exc:
             raise OAuthError(400, "invalid_grant", exc.description) from None
         self._answer(resp, login)
+        self._sign_in(req, resp, login)
+
+    def _sign_in(self, req: falcon.Request, resp: falcon.Response, login: Login) -> None:
+        """The cookie login signs the browser in for the provider too (single sign-on): the
+        client's people need no password again to sign in elsewhere with tokenauth."""
+        current = self.signins.current(req.cookies.get(SIGN_IN_COOKIE))
+        if current is not None and current[0]["id"] != login.sid:
+            self.signins.leave(current[0])
+        secret = self.signins.attach(login.sid, login.auth)
+        if secret is not None:
+            seconds = int((login.session_end - self.sessions.clock()).total_seconds())
+            resp.append_header("Set-Cookie", sign_in_cookie(secret, seconds))
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """End the cookie's session (if any) and clear the cookie."""
+        """End the cookie's session (if any) and the browser's sign-in; clear the cookies."""
         token = req.cookies.get(SESSION_COOKIE)
         session = self.sessions.session_of(token) if token else None
-        if session is not None:
-            self.sessions.revoke(session["id"])
+        signed = self.signins.current(req.cookies.get(SIGN_IN_COOKIE))
+        ended = [session] if session is not None else []
+        if signed is not None and (session is None or signed[0]["id"] != session["id"]):
+            ended.append(signed[0])
+        for gone in ended:
+            self.sessions.revoke(gone["id"])
             self.events.record(
                 "logout",
-                user_id=session["user_id"],
-                sid=session["id"],
+                user_id=gone["user_id"],
+                sid=gone["id"],
                 address=req.context.address,
                 user_agent=req.user_agent,
             )
         no_store(resp)
         resp.append_header("Set-Cookie", CLEARED_SESSION_COOKIE)
+        if req.cookies.get(SIGN_IN_COOKIE) is not None:
+            resp.append_header("Set-Cookie", CLEARED_SIGN_IN_COOKIE)
         resp.status = falcon.HTTP_204
 
 
@@ -438,6 +511,8 @@ class Introspection:
             "username": user["username"],
             "roles": user["roles"],
             "sid": session["id"],
+            **({"client_id": session["client_id"]} if session.get("client_id") else {}),
+            **({"scope": session["scope"]} if session.get("client_id") else {}),
             "iat": int(session["created_at"].timestamp()),
             "exp": int(session["expires_at"].timestamp()),
             "iss": self.issuer,
@@ -458,49 +533,11 @@ class Introspection:
                 k: claims[k]
                 for k in ("sub", "username", "roles", "exp", "iat", "sid", "jti", "iss", "aud")
             },
-            # Tokens issued before these claims existed lack them.
-            **{k: claims[k] for k in ("auth_time", "amr", "acr") if k in claims},
-        }
-
-
-class Jwks:
-    """GET /.well-known/jwks.json."""
-
-    public_methods = EVERY_METHOD
-
-    def __init__(self, keyring: KeyRing) -> None:
-        self.keyring = keyring
-
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """The public keys that still verify."""
-        resp.set_header("Cache-Control", "public, max-age=60")
-        resp.media = self.keyring.jwks()
-
-
-class Metadata:
-    """GET /.well-known/oauth-authorization-server (RFC 8414)."""
-
-    public_methods = EVERY_METHOD
-
-    def __init__(self, config: Config) -> None:
-        self.config = config
-
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """Where the endpoints are and what they support."""
-        issuer = self.config.issuer.rstrip("/")
-        resp.media = {
-            "issuer": self.config.issuer,
-            "token_endpoint": f"{issuer}/auth/token",
-            "jwks_uri": f"{issuer}/.well-known/jwks.json",
-            "revocation_endpoint": f"{issuer}/auth/revoke",
-            "introspection_endpoint": f"{issuer}/auth/introspect",
-            "grant_types_supported": GRANT_TYPES,
-            "response_types_supported": [],
-            "token_endpoint_auth_methods_supported": ["none"],
-            "revocation_endpoint_auth_methods_supported": ["none"],
-            "introspection_endpoint_auth_methods_supported": ["bearer"],
-            "revocation_endpoint_auth_signing_alg_values_supported": [],
-            "token_endpoint_auth_signing_alg_values_supported": [],
-            "id_token_signing_alg_values_supported": [],
-            "access_token_signing_alg_values_supported": [self.config.signing_alg],
+            # Tokens issued before these claims existed lack them; a client's token says
+            # whose it is and what it may do (RFC 7662 §2.2).
+            **{
+                k: claims[k]
+                for k in ("auth_time", "amr", "acr", "client_id", "scope")
+                if k in claims
+            },
         }

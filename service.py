@@ -23,11 +23,16 @@ from auth import (
     RevocationCache,
     require_admin,
 )
+from clients import ClientOrigins, Clients
 from clock import Clock, utcnow
 from config import Config
+from discovery import Jwks, Metadata, OpenIDConfiguration
 from errors import ConfigError, InvalidInput, StepUpRequired, Unavailable
 from events import EventLog
-from keys import KeyRing, SecretBox
+from exchange import CodeExchange, Provider
+from grants import Codes, Consents, PendingRequests
+from idtokens import IdTokens
+from keys import KeyRing, SecretBox, rings_of
 from mail import Outbox, Sender, transport_for
 from mfa import (
     RecoveryCodes,
@@ -43,15 +48,15 @@ from oauth import (
     CookieRefresh,
     CookieSession,
     Introspection,
-    Jwks,
     Logins,
-    Metadata,
     Revocation,
     Tokens,
 )
 from passwords import MAX_LENGTH, PasswordHasher
+from provider import AdminClients, Authorization, EndSession, MyConsents, UserInfo
 from recovery import EmailAddresses, PasswordResets
 from sessions import Sessions
+from signins import SignIns
 from throttle import LoginThrottle, RegistrationThrottle
 from web import (
     CORS,
@@ -62,6 +67,7 @@ from web import (
     RequestFacts,
     SameOriginOnly,
     SecurityHeaders,
+    authorization_error_handlers,
     page_params,
     public_person,
     public_session,
@@ -663,6 +669,15 @@ class Components:
     recovery_codes: RecoveryCodes
     second_step: SecondStep
     step_up: StepUp
+    # The authorization server and OpenID provider.
+    rings: list[KeyRing]
+    clients: Clients
+    client_origins: ClientOrigins
+    signins: SignIns
+    pending: PendingRequests
+    consents: Consents
+    codes: Codes
+    idtokens: IdTokens
 
 
 def database_uri(config: Config) -> str:
@@ -687,7 +702,8 @@ def build_components(
     keyring = KeyRing(
         config.keys_dir, config.signing_alg, access_ttl=config.access_ttl, clock=clock
     )
-    keyring.load()
+    # The service's ring, and the RS256 ring of ID tokens (the same one under RS256).
+    rings = rings_of(keyring)
     # Past this, a worker's revocation set is not trusted: two polls missed, plus the time
     # one poll may wait for the database.
     stale_after = 2 * config.refresh_interval + config.db_timeout_ms / 1000 + 1
@@ -698,7 +714,8 @@ def build_components(
         [
             ("indexes", _Once(store.ensure_indexes)),
             ("revocations", revocations.poll),
-            ("keys", keyring.refresh),
+            *(("keys", ring.refresh) for ring in rings),
+            ("client origins", lambda: client_origins.reload()),
         ],
         interval=config.refresh_interval,
         revocations=revocations,
@@ -746,6 +763,8 @@ def build_components(
     totp.register(factors)
     recovery_codes = RecoveryCodes(store)
     recovery_codes.register(factors)
+    clients = Clients(store, clock=clock)
+    client_origins = ClientOrigins(clients)
     return Components(
         config=config,
         store=store,
@@ -785,6 +804,14 @@ def build_components(
             admin_requires_mfa=config.admin_requires_mfa,
             clock=clock,
         ),
+        rings=rings,
+        clients=clients,
+        client_origins=client_origins,
+        signins=SignIns(store, sessions, clock=clock),
+        pending=PendingRequests(store, clients, clock=clock),
+        consents=Consents(store, sessions, clients, clock=clock),
+        codes=Codes(store, sessions, clock=clock),
+        idtokens=IdTokens(rings[-1], issuer=config.issuer, ttl=config.access_ttl, clock=clock),
     )
 
 
@@ -829,23 +856,28 @@ def create_app(
         c.refresher.start()
         c.sender.start()
 
-    middleware = [RequestFacts(config.trusted_proxies), BodyLimit(), SecurityHeaders()]
-    if config.cors_origins:
-        middleware.append(
-            CORS(
-                allow_origins=list(config.cors_origins),
-                allow_credentials=None,
-                expose_headers=["Location", "Retry-After", "WWW-Authenticate"],
-            )
-        )
-    middleware.append(SameOriginOnly(COOKIE_ROUTES, config.issuer))
+    middleware = [
+        RequestFacts(config.trusted_proxies),
+        BodyLimit(),
+        SecurityHeaders(),
+        # Listed origins, and those of registered clients (single-page apps).
+        CORS(
+            config.cors_origins,
+            expose_headers=["Location", "Retry-After", "WWW-Authenticate"],
+            also_allowed=c.client_origins.allows,
+        ),
+        SameOriginOnly(COOKIE_ROUTES, config.issuer),
+    ]
     middleware.append(BearerAuth(c.tokens, c.revocations))
     app = Service(middleware=middleware)
     app.components = c
     app.req_options.strip_url_path_trailing_slash = False
     app.resp_options.default_media_type = JSON
     app.set_error_serializer(serialize_error)
-    for exception, handler in ERROR_HANDLERS:
+    for exception, handler in (
+        *ERROR_HANDLERS,
+        *authorization_error_handlers(config.issuer, config.service_name),
+    ):
         app.add_error_handler(exception, handler)
 
     persons = Persons(c.store, c.clock, c.step_up)
@@ -878,17 +910,44 @@ def create_app(
     app.add_route("/auth/password-reset", reset)
     app.add_route("/auth/password-reset/confirm", reset, suffix="confirm")
     logins = Logins(c.accounts, c.sessions, c.factors, c.second_step, c.events)
-    app.add_route("/auth/token", Tokens(logins, c.sessions, c.tokens, c.events))
-    app.add_route("/auth/session", CookieSession(logins, c.sessions, c.tokens, c.events))
-    app.add_route("/auth/session/refresh", CookieRefresh(logins, c.sessions, c.tokens, c.events))
+    provider = Provider(c.clients, c.codes, c.signins, c.idtokens, config.password_grant)
+    exchange = CodeExchange(c.sessions, c.tokens, c.events, provider)
+    app.add_route("/auth/token", Tokens(logins, c.sessions, c.tokens, c.events, provider, exchange))
+    cookie_flow = (logins, c.sessions, c.tokens, c.events, c.signins)
+    app.add_route("/auth/session", CookieSession(*cookie_flow))
+    app.add_route("/auth/session/refresh", CookieRefresh(*cookie_flow))
     app.add_route("/auth/revoke", Revocation(c.sessions, c.tokens, c.revocations, c.events))
     app.add_route("/auth/verify", Verify())
     app.add_route("/auth/logout", Logout(c.sessions, c.events))
     app.add_route(
         "/auth/introspect", Introspection(c.sessions, c.tokens, c.revocations, config.issuer)
     )
-    app.add_route("/.well-known/jwks.json", Jwks(c.keyring))
+    app.add_route("/.well-known/jwks.json", Jwks(c.rings))
     app.add_route("/.well-known/oauth-authorization-server", Metadata(config))
+    app.add_route("/.well-known/openid-configuration", OpenIDConfiguration(config))
+    authorization = Authorization(
+        config,
+        c.clients,
+        c.pending,
+        c.consents,
+        c.codes,
+        c.signins,
+        c.accounts,
+        c.factors,
+        c.second_step,
+        c.events,
+    )
+    app.add_route("/authorize", authorization)
+    app.add_route("/authorize/login", authorization, suffix="login")
+    app.add_route("/authorize/consent", authorization, suffix="consent")
+    app.add_route("/userinfo", UserInfo(c.store))
+    app.add_route("/logout", EndSession(config, c.clients, c.signins, c.idtokens, c.events))
+    admin_clients = AdminClients(c.clients, c.sessions, c.events, c.step_up)
+    app.add_route("/clients", admin_clients)
+    app.add_route("/clients/{client_id}", admin_clients, suffix="item")
+    my_consents = MyConsents(c.consents, c.events)
+    app.add_route("/users/me/consents", my_consents)
+    app.add_route("/users/me/consents/{client_id}", my_consents, suffix="item")
     app.add_route("/persons", persons)
     app.add_route("/persons/{person_id}", persons, suffix="item")
     app.add_route("/health", Health(c.store, c.revocations))

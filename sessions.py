@@ -93,14 +93,20 @@ class Sessions:
         address: str | None = None,
         user_agent: str | None = None,
         auth: Authentication | None = None,
+        extra: dict[str, Any] | None = None,
+        ttl: int | None = None,
     ) -> tuple[str, str, dt.datetime]:
         """Start a session for the user signed in by `auth` (a password, now, by default):
-        its sid, first refresh token and end."""
+        its sid, first refresh token and end.
+
+        `extra`: fields of a client's session (client, scope, sign-in) or of a sign-in;
+        `ttl` a shorter life.
+        """
         now = self.clock()
         auth = auth or Authentication(time=now)
         sid = secrets.token_urlsafe(16)
         refresh_token = self.new_secret()
-        expires_at = now + dt.timedelta(seconds=self.ttl)
+        expires_at = now + dt.timedelta(seconds=min(ttl or self.ttl, self.ttl))
         version = user.get("credential_version", 0)
         self.store.create_session(
             sid=sid,
@@ -111,6 +117,7 @@ class Sessions:
             expires_at=expires_at,
             seen=_seen(address, user_agent),
             auth=auth.fields(),
+            extra=extra,
         )
         # A password change may have landed between the password check and the insert above,
         # after it ended the user's sessions: then this one must not live either. (A change
@@ -121,11 +128,17 @@ class Sessions:
         return sid, refresh_token, expires_at
 
     def refresh(
-        self, refresh_token: str, *, address: str | None = None, user_agent: str | None = None
+        self,
+        refresh_token: str,
+        *,
+        address: str | None = None,
+        user_agent: str | None = None,
+        client_id: str | None = None,
     ) -> tuple[dict[str, Any], dict[str, Any], str]:
         """Retire a refresh token for a new one: the user, the session and the new token.
 
-        Within the reuse interval the token just retired gives the same new token again."""
+        Within the reuse interval the token just retired gives the same new token again.
+        Only the client the token was issued to may use it (`client_id`, None for none)."""
         new_token = self.new_secret()
         now = self.clock()
         outcome, session = self.store.rotate_refresh_token(
@@ -138,9 +151,12 @@ class Sessions:
             grace=self.reuse_interval,
             sealed=_seal(refresh_token, new_token) if self.reuse_interval else None,
             touch={"last_used_at": now, **_seen(address, user_agent)},
+            client_id=client_id,
         )
         if outcome == "unknown":
             raise InvalidGrant("The refresh token is invalid")
+        if outcome == "wrong_client":
+            raise InvalidGrant("The refresh token was issued to another client")
         if outcome == "graced":
             new_token = _unseal(refresh_token, session["sealed"])
             if new_token is None or _token_hash(new_token) != session["current"]:
@@ -258,6 +274,13 @@ class Sessions:
     def revoke_others(self, user_id: str, keep_sid: str | None) -> list[str]:
         """Revoke every live session of the user except `keep_sid`; the revoked sids."""
         sids = [s for s in self.store.live_sessions_of(user_id, now=self.clock()) if s != keep_sid]
+        for sid in sids:
+            self.revoke(sid)
+        return sids
+
+    def end_client(self, client_id: str, *, user_id: str | None = None) -> list[str]:
+        """Revoke every live session of an OAuth client (of one user's); the revoked sids."""
+        sids = self.store.client_sessions(client_id, now=self.clock(), user_id=user_id)
         for sid in sids:
             self.revoke(sid)
         return sids

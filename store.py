@@ -182,6 +182,11 @@ class Store:
         self.events = db["events"]
         self.outbox = db["outbox"]
         self.resets = db["resets"]
+        # The authorization server's: clients, consents, requests waiting for a person, codes.
+        self.clients = db["clients"]
+        self.consents = db["consents"]
+        self.authorizations = db["authorizations"]
+        self.codes = db["codes"]
         self.mfa_attempts = db["mfa_attempts"]
 
     def close(self) -> None:
@@ -206,6 +211,16 @@ class Store:
         self.sessions.create_index("expires_at", expireAfterSeconds=0)
         self.sessions.create_index("current", unique=True, sparse=True)
         self.sessions.create_index("retired")
+        # A sign-in (the provider's SSO cookie) is found by its secret's hash; a client's
+        # sessions by the sign-in they came through and by the client.
+        self.sessions.create_index("sign_in", unique=True, sparse=True)
+        self.sessions.create_index("sso_sid", sparse=True)
+        self.sessions.create_index("client_id", sparse=True)
+        self.clients.create_index("name", unique=True)
+        self.consents.create_index([("user_id", 1), ("client_id", 1)], unique=True)
+        self.consents.create_index("client_id")
+        self.authorizations.create_index("expires_at", expireAfterSeconds=0)
+        self.codes.create_index("purge_at", expireAfterSeconds=0)
         self.revocations.create_index("expires_at", expireAfterSeconds=0)
         self.revocations.create_index("created_at")
         self.throttle.create_index("expires_at", expireAfterSeconds=0)
@@ -431,6 +446,7 @@ class Store:
         if oid is None or self.users.delete_one({"_id": oid}).deleted_count != 1:
             return False
         self.events.delete_many({"user_id": user_id})
+        self.consents.delete_many({"user_id": user_id})
         self.outbox.delete_many({"user_id": user_id, "state": "pending"})
         self.resets.delete_many({"user_id": user_id})
         self.mfa_attempts.delete_many({"user_id": user_id})
@@ -622,11 +638,14 @@ class Store:
         expires_at: dt.datetime,
         seen: dict[str, Any] | None = None,
         auth: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         """Open a refresh session with its first refresh token (where it was seen from, and
-        how the user signed in)."""
+        how the user signed in); `extra` holds a client session's fields (client, scope,
+        sign-in) or a sign-in's."""
         self.sessions.insert_one(
             {
+                **(extra or {}),
                 "_id": sid,
                 "user_id": user_id,
                 "created_at": now,
@@ -655,6 +674,7 @@ class Store:
         grace: int = 0,
         sealed: bytes | None = None,
         touch: dict[str, Any] | None = None,
+        client_id: str | None = None,
     ) -> tuple[str, dict[str, Any] | None]:
         """Swap a live session's current token for a new one, at most `limit` per window.
 
@@ -662,11 +682,19 @@ class Store:
         retired one by the caller). Within `grace` seconds of that rotation, `previous` may be
         presented again: nothing rotates, the session is touched and returned with `sealed`,
         so every racing use ends with the same current token. Earlier tokens stay reuse.
+        A token rotates only for the client it was issued to (`client_id`; None for sessions
+        of no OAuth client): RFC 6749 §10.4 binds refresh tokens to their client.
         Answers ("rotated", session before), ("graced", session after), ("limited", session),
-        ("reused", session), ("ended", session) or ("unknown", None).
+        ("reused", session), ("ended", session), ("wrong_client", session) or
+        ("unknown", None).
         """
         touch = touch or {}
-        live = {"revoked_at": {"$exists": False}, "expires_at": {"$gt": now}}
+        # {"client_id": None} also matches sessions without the field (every older one).
+        live = {
+            "revoked_at": {"$exists": False},
+            "expires_at": {"$gt": now},
+            "client_id": client_id,
+        }
         rotation = {"previous": token_hash, "rotated_at": now, **touch}
         if sealed is not None:
             rotation["sealed"] = Binary(sealed)
@@ -690,7 +718,9 @@ class Store:
             )
             if session is not None:
                 return "graced", _public(session)
-        return self._classify(token_hash, now=now, grace=grace, limit=limit, window=window)
+        return self._classify(
+            token_hash, now=now, grace=grace, limit=limit, window=window, client_id=client_id
+        )
 
     @staticmethod
     def _in_grace(token_hash: str, *, now: dt.datetime, grace: int) -> dict[str, Any]:
@@ -739,12 +769,21 @@ class Store:
         )
 
     def _classify(
-        self, token_hash: str, *, now: dt.datetime, grace: int, limit: int, window: int
+        self,
+        token_hash: str,
+        *,
+        now: dt.datetime,
+        grace: int,
+        limit: int,
+        window: int,
+        client_id: str | None = None,
     ) -> tuple[str, dict[str, Any] | None]:
         """Why a token could not rotate."""
         session = self.find_session_by_token(token_hash)
         if session is None:
             return "unknown", None
+        if session.get("client_id") != client_id:
+            return "wrong_client", session
         ended = "revoked_at" in session or session["expires_at"] <= now
         if session["current"] != token_hash:
             recent = (
@@ -845,6 +884,180 @@ class Store:
             {"_id": 1},
         )
         return [doc["_id"] for doc in cursor]
+
+    # -- sign-ins: the provider's SSO cookie names a session by its secret's hash ------
+    @_translated
+    def find_session_by_sign_in(self, sign_in_hash: str) -> dict[str, Any] | None:
+        """The session whose sign-in cookie this is, or None."""
+        return _public(self.sessions.find_one({"sign_in": sign_in_hash}))
+
+    @_translated
+    def set_sign_in(self, sid: str, fields: dict[str, Any]) -> bool:
+        """Give a live session sign-in fields (the cookie's hash, a new authentication)."""
+        result = self.sessions.update_one(
+            {"_id": sid, "revoked_at": {"$exists": False}}, {"$set": fields}
+        )
+        return result.matched_count == 1
+
+    @_translated
+    def drop_sign_in(self, sid: str) -> None:
+        """The session no longer signs its browser in (its cookie was replaced)."""
+        self.sessions.update_one({"_id": sid}, {"$unset": {"sign_in": ""}})
+
+    @_translated
+    def sessions_through(self, sso_sid: str, *, now: dt.datetime) -> list[str]:
+        """Ids of the live client sessions opened through a sign-in."""
+        cursor = self.sessions.find(
+            {"sso_sid": sso_sid, "revoked_at": {"$exists": False}, "expires_at": {"$gt": now}},
+            {"_id": 1},
+        )
+        return [doc["_id"] for doc in cursor]
+
+    @_translated
+    def client_sessions(
+        self, client_id: str, *, now: dt.datetime, user_id: str | None = None
+    ) -> list[str]:
+        """Ids of the live sessions of a client (of one user's, when given)."""
+        query: dict[str, Any] = {
+            "client_id": client_id,
+            "revoked_at": {"$exists": False},
+            "expires_at": {"$gt": now},
+        }
+        if user_id is not None:
+            query["user_id"] = user_id
+        return [doc["_id"] for doc in self.sessions.find(query, {"_id": 1})]
+
+    # -- OAuth clients -------------------------------------------------------------------
+    @_translated
+    def create_client(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """Register a client (`_id` is its client_id); Conflict(field="name") when taken."""
+        try:
+            self.clients.insert_one(dict(doc))
+        except mongo_errors.DuplicateKeyError:
+            raise Conflict(field="name") from None
+        return _public(doc)
+
+    @_translated
+    def find_client(self, client_id: str) -> dict[str, Any] | None:
+        """The client with this client_id, or None."""
+        return _public(self.clients.find_one({"_id": client_id}))
+
+    @_translated
+    def find_client_by_name(self, name: str) -> dict[str, Any] | None:
+        """The client with this name, or None."""
+        return _public(self.clients.find_one({"name": name}))
+
+    @_translated
+    def list_clients(self) -> list[dict[str, Any]]:
+        """Every client, by name."""
+        return [_public(doc) for doc in self.clients.find({}).sort("name", pymongo.ASCENDING)]
+
+    @_translated
+    def delete_client(self, client_id: str) -> bool:
+        """Remove a client and the consents given to it; False when there was none."""
+        if self.clients.delete_one({"_id": client_id}).deleted_count != 1:
+            return False
+        self.consents.delete_many({"client_id": client_id})
+        return True
+
+    # -- consents: the scopes a person granted a client, remembered ------------------------
+    @_translated
+    def find_consent(self, user_id: str, client_id: str) -> dict[str, Any] | None:
+        """The consent the user gave the client, or None."""
+        return _public(self.consents.find_one({"user_id": user_id, "client_id": client_id}))
+
+    @_translated
+    def grant_consent(
+        self, user_id: str, client_id: str, scopes: list[str], *, now: dt.datetime
+    ) -> None:
+        """Add scopes to the user's consent to the client (made when there is none)."""
+        self.consents.update_one(
+            {"user_id": user_id, "client_id": client_id},
+            {
+                "$addToSet": {"scopes": {"$each": list(scopes)}},
+                "$set": {"updated_at": now},
+                "$setOnInsert": {"granted_at": now},
+            },
+            upsert=True,
+        )
+
+    @_translated
+    def list_consents(self, user_id: str) -> list[dict[str, Any]]:
+        """The user's consents, oldest first."""
+        cursor = self.consents.find({"user_id": user_id}).sort("granted_at", pymongo.ASCENDING)
+        return [_public(doc) for doc in cursor]
+
+    @_translated
+    def delete_consent(self, user_id: str, client_id: str) -> bool:
+        """Withdraw the user's consent to the client; False when there was none."""
+        result = self.consents.delete_one({"user_id": user_id, "client_id": client_id})
+        return result.deleted_count == 1
+
+    # -- authorization requests waiting for a person (login, consent) ----------------------
+    @_translated
+    def add_authorization(self, doc: dict[str, Any]) -> None:
+        """Keep a pending authorization request (`_id`: its handle's hash) to `expires_at`."""
+        self.authorizations.insert_one(dict(doc))
+
+    @_translated
+    def find_authorization(self, handle_hash: str, *, now: dt.datetime) -> dict[str, Any] | None:
+        """The live pending request with this handle, or None."""
+        return self.authorizations.find_one({"_id": handle_hash, "expires_at": {"$gt": now}})
+
+    @_translated
+    def update_authorization(self, handle_hash: str, fields: dict[str, Any]) -> None:
+        """Note what the person did so far (who signed in)."""
+        self.authorizations.update_one({"_id": handle_hash}, {"$set": fields})
+
+    @_translated
+    def end_authorization(self, handle_hash: str, *, now: dt.datetime) -> bool:
+        """Finish a pending request, once: only one caller gets True."""
+        doc = self.authorizations.find_one_and_delete(
+            {"_id": handle_hash, "expires_at": {"$gt": now}}
+        )
+        return doc is not None
+
+    # -- authorization codes ------------------------------------------------------------
+    @_translated
+    def add_code(self, doc: dict[str, Any]) -> None:
+        """Keep an issued code (`_id`: its hash) until `purge_at`."""
+        self.codes.insert_one(dict(doc))
+
+    @_translated
+    def find_code(self, code_hash: str) -> dict[str, Any] | None:
+        """The code record, used or not, or None."""
+        return self.codes.find_one({"_id": code_hash})
+
+    @_translated
+    def use_code(
+        self, code_hash: str, *, now: dt.datetime, purge_at: dt.datetime
+    ) -> tuple[str, dict[str, Any] | None]:
+        """Redeem a code once: ("used", record) for the first caller; ("replayed", record)
+        (now marked so) for any later one; ("expired", record) or ("unknown", None)."""
+        doc = self.codes.find_one_and_update(
+            {"_id": code_hash, "used_at": {"$exists": False}, "expires_at": {"$gt": now}},
+            {"$set": {"used_at": now, "purge_at": purge_at}},
+            return_document=ReturnDocument.AFTER,
+        )
+        if doc is not None:
+            return "used", doc
+        doc = self.codes.find_one_and_update(
+            {"_id": code_hash, "used_at": {"$exists": True}},
+            {"$set": {"replayed_at": now}},
+            return_document=ReturnDocument.AFTER,
+        )
+        if doc is not None:
+            return "replayed", doc
+        doc = self.codes.find_one({"_id": code_hash})
+        return ("unknown", None) if doc is None else ("expired", doc)
+
+    @_translated
+    def bind_code(self, code_hash: str, sid: str) -> bool:
+        """Note the session a redeemed code opened; False when the code was replayed meanwhile."""
+        result = self.codes.update_one(
+            {"_id": code_hash, "replayed_at": {"$exists": False}}, {"$set": {"sid": sid}}
+        )
+        return result.modified_count == 1
 
     # -- revocations (what access tokens must no longer be accepted) -------------------
     @_translated

@@ -17,9 +17,12 @@ from typing import Any
 import falcon
 
 import openapi
+import pages
 from auth import challenge
 from errors import (
+    AuthorizationRefused,
     Conflict,
+    InvalidClient,
     InvalidInput,
     LastAdmin,
     MfaRequired,
@@ -28,6 +31,7 @@ from errors import (
     StepUpRequired,
     Throttled,
     Unavailable,
+    UntrustedRedirect,
 )
 from events import describe_device
 
@@ -208,6 +212,60 @@ def handle_unexpected(req, resp, error: Exception, params) -> None:
     raise falcon.HTTPInternalServerError(description="An unexpected error occurred")
 
 
+def handle_invalid_client(req, resp, error: InvalidClient, params) -> None:
+    """Client authentication failed: 401 invalid_client (RFC 6749 §5.2)."""
+    headers = {"WWW-Authenticate": 'Basic realm="tokenauth"'} if error.basic else None
+    raise OAuthError(401, "invalid_client", error.description, headers=headers)
+
+
+def redirect_to(resp: falcon.Response, uri: str, fields: dict[str, str | None]) -> None:
+    """303 to `uri` with `fields` added to its query (those that are None left out)."""
+    query = urllib.parse.urlencode({k: v for k, v in fields.items() if v is not None})
+    resp.status = falcon.HTTP_303
+    resp.location = f"{uri}{'&' if urllib.parse.urlsplit(uri).query else '?'}{query}"
+    resp.set_header("Cache-Control", "no-store")
+
+
+def html_page(resp: falcon.Response, page: str, *, form_targets: tuple[str, ...] = ()) -> None:
+    """Answer an HTML page, never cached; its forms may lead to `form_targets` origins."""
+    resp.content_type = "text/html; charset=utf-8"
+    resp.set_header("Cache-Control", "no-store")
+    resp.text = page
+    if form_targets:
+        # A form's answer may redirect to a client: form-action covers redirects too.
+        allowed = " ".join(["'self'", *sorted(set(form_targets))])
+        resp.context.csp = HTML_CSP.replace("form-action 'self'", f"form-action {allowed}")
+
+
+def authorization_error_handlers(issuer: str, service_name: str) -> list[tuple[type, Any]]:
+    """How the authorization server's refusals are answered: at the client, or on a page."""
+
+    def refused(req, resp, error: AuthorizationRefused, params) -> None:
+        # RFC 6749 §4.1.2.1, with the issuer (RFC 9207) against mix-up attacks.
+        redirect_to(
+            resp,
+            error.redirect_uri,
+            {
+                "error": error.error,
+                "error_description": error.description,
+                "state": error.state,
+                "iss": issuer,
+            },
+        )
+
+    def untrusted(req, resp, error: UntrustedRedirect, params) -> None:
+        # Never a redirect: nothing says the redirect URI is the client's.
+        resp.status = falcon.HTTP_400
+        html_page(
+            resp,
+            pages.error_page(
+                service_name=service_name, title="Cannot continue", message=error.description
+            ),
+        )
+
+    return [(AuthorizationRefused, refused), (UntrustedRedirect, untrusted)]
+
+
 # Every exception the service maps, in one list (Falcon picks the most specific class).
 ERROR_HANDLERS = (
     (Exception, handle_unexpected),
@@ -220,6 +278,7 @@ ERROR_HANDLERS = (
     (Throttled, handle_throttled),
     (StepUpRequired, handle_step_up),
     (MfaRequired, handle_mfa_required),
+    (InvalidClient, handle_invalid_client),
 )
 
 
@@ -264,6 +323,26 @@ def session_cookie(token: str, max_age: int) -> str:
 
 
 CLEARED_SESSION_COOKIE = f"{SESSION_COOKIE}=; {_COOKIE_ATTRIBUTES}; Max-Age=0"
+
+# The provider's sign-in (SSO) cookie: Lax, so that it comes along on the top-level
+# navigation from a client's site to /authorize; and the cookie binding a browser to the
+# authorization requests it started (the login CSRF defence), Lax for the same reason.
+SIGN_IN_COOKIE = "__Host-tokenauth-sso"
+BROWSER_COOKIE = "__Host-tokenauth-browser"
+_LAX_ATTRIBUTES = "HttpOnly; Secure; SameSite=Lax; Path=/"
+
+
+def sign_in_cookie(secret: str, max_age: int) -> str:
+    """The Set-Cookie value of the sign-in cookie for `max_age` seconds."""
+    return f"{SIGN_IN_COOKIE}={secret}; {_LAX_ATTRIBUTES}; Max-Age={max(0, max_age)}"
+
+
+CLEARED_SIGN_IN_COOKIE = f"{SIGN_IN_COOKIE}=; {_LAX_ATTRIBUTES}; Max-Age=0"
+
+
+def browser_cookie(value: str) -> str:
+    """The Set-Cookie value binding this browser's authorization requests (a session cookie)."""
+    return f"{BROWSER_COOKIE}={value}; {_LAX_ATTRIBUTES}"
 
 
 class SameOriginOnly:
@@ -321,14 +400,58 @@ class BodyLimit:
             req.env["CONTENT_LENGTH"] = str(len(data))
 
 
-class CORS(falcon.CORSMiddleware):
-    """Falcon's CORS policy, plus Vary: Origin, since answers differ by the asking origin."""
+class CORS:
+    """CORS for the Bearer API: listed origins and, through `also_allowed`, the origins of
+    registered OAuth clients (a single-page app calling the token endpoint and the API).
+
+    Never with credentials: the API takes tokens in headers, and the cookie routes refuse
+    every cross-origin request before this answers anything.
+    """
+
+    def __init__(
+        self,
+        allow_origins: tuple[str, ...] | list[str] = (),
+        *,
+        expose_headers: tuple[str, ...] | list[str] = (),
+        also_allowed: Callable[[str], bool] | None = None,
+    ) -> None:
+        self.allow_origins = frozenset(allow_origins)
+        self.expose_headers = ", ".join(expose_headers)
+        self.also_allowed = also_allowed
+
+    def allows(self, origin: str) -> bool:
+        """Whether a page of this origin may read our answers."""
+        if origin in self.allow_origins:
+            return True
+        return self.also_allowed is not None and self.also_allowed(origin)
 
     def process_response(self, req, resp: falcon.Response, resource, req_succeeded) -> None:
         """Allow listed origins, and tell caches that the Origin header matters."""
-        super().process_response(req, resp, resource, req_succeeded)
         # Without it a shared cache (JWKS is public for 60 s) hands one origin's answer to another.
         resp.append_header("Vary", "Origin")
+        origin = req.get_header("Origin")
+        if origin is None or not self.allows(origin):
+            return
+        if resp.get_header("Access-Control-Allow-Origin") is None:
+            resp.set_header("Access-Control-Allow-Origin", origin)
+        if self.expose_headers:
+            resp.set_header("Access-Control-Expose-Headers", self.expose_headers)
+        if not (req_succeeded and req.method == "OPTIONS"):
+            return
+        if not req.get_header("Access-Control-Request-Method"):
+            return
+        allow = resp.get_header("Allow")
+        resp.delete_header("Allow")
+        if allow is None:
+            for name in ("Allow-Methods", "Allow-Headers", "Max-Age", "Expose-Headers"):
+                resp.delete_header(f"Access-Control-{name}")
+            resp.delete_header("Access-Control-Allow-Origin")
+            return
+        resp.set_header("Access-Control-Allow-Methods", allow)
+        resp.set_header(
+            "Access-Control-Allow-Headers", req.get_header("Access-Control-Request-Headers") or "*"
+        )
+        resp.set_header("Access-Control-Max-Age", "86400")
 
 
 class SecurityHeaders:
@@ -339,7 +462,8 @@ class SecurityHeaders:
         resp.set_header("X-Content-Type-Options", "nosniff")
         resp.set_header("Referrer-Policy", "no-referrer")
         is_html = (resp.content_type or "").startswith("text/html")
-        resp.set_header("Content-Security-Policy", HTML_CSP if is_html else API_CSP)
+        csp = getattr(resp.context, "csp", None) if is_html else None
+        resp.set_header("Content-Security-Policy", csp or (HTML_CSP if is_html else API_CSP))
         if is_html:
             resp.set_header("X-Frame-Options", "DENY")
 
@@ -387,6 +511,31 @@ def read_body_problems(
         flagged = {field for field, _ in problems}
         problems += [(field, message) for field, message in rules(body) if field not in flagged]
     return body, sorted(set(problems))
+
+
+def read_form(req: falcon.Request) -> dict[str, list[str]]:
+    """A form body's fields, each with every value it was given; 415 for other media types."""
+    media_type = (req.content_type or "").split(";")[0].strip().lower()
+    if media_type != FORM:
+        raise falcon.HTTPUnsupportedMediaType(description=f"Send the body as {FORM}")
+    try:
+        pairs = urllib.parse.parse_qsl(
+            req.bounded_stream.read().decode("ascii"), keep_blank_values=True, errors="strict"
+        )
+    except UnicodeDecodeError:
+        raise falcon.HTTPBadRequest(description="The form is not valid, UTF-8 encoded") from None
+    fields: dict[str, list[str]] = {}
+    for name, value in pairs:
+        fields.setdefault(name, []).append(value)
+    return fields
+
+
+def query_fields(req: falcon.Request) -> dict[str, list[str]]:
+    """The query string's fields, each with every value it was given, blank ones kept."""
+    fields: dict[str, list[str]] = {}
+    for name, value in urllib.parse.parse_qsl(req.query_string, keep_blank_values=True):
+        fields.setdefault(name, []).append(value)
+    return fields
 
 
 def _form_fields(req: falcon.Request) -> dict[str, Any]:

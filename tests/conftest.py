@@ -134,6 +134,8 @@ def gunicorn_server(mongo_uri, db_name, tmp_path, mongo) -> Iterator[Callable[..
             "TOKENAUTH_ISSUER": "http://127.0.0.1:8000",
         }
         values.update(env or {})
+        # A test may choose the address itself (to make it the issuer, as a provider's is).
+        port = int(values["TOKENAUTH_BIND"].rsplit(":", 1)[1])
         process = start_gunicorn(values, tmp_path / f"gunicorn-{port}.log", args)
         processes.append(process)
         base = f"http://127.0.0.1:{port}"

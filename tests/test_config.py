@@ -45,6 +45,18 @@ def test_defaults_are_the_contract_defaults():
     assert config.login_max_failures == 5
     assert config.login_window == 900
     assert config.password_min_length == 15
+    assert config.password_grant is True
+
+
+@pytest.mark.parametrize(("value", "expected"), [("false", False), ("0", False), ("on", True)])
+def test_the_password_grant_switch_is_read(value, expected):
+    assert Config.from_env({"TOKENAUTH_PASSWORD_GRANT": value}).password_grant is expected
+
+
+def test_a_password_grant_switch_that_is_not_a_boolean_names_the_variable():
+    with pytest.raises(ConfigError) as raised:
+        Config.from_env({"TOKENAUTH_PASSWORD_GRANT": "maybe"})
+    assert str(raised.value) == "TOKENAUTH_PASSWORD_GRANT: not true or false: 'maybe'"
 
 
 def test_keys_dir_follows_the_data_dir():

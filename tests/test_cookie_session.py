@@ -48,8 +48,11 @@ def cookie_logout(app, token: str | None, headers=SAME_ORIGIN, **kwargs):
 
 
 def cookie_of(answer) -> tuple[str, int]:
-    """The refresh token and Max-Age of the answer's one Set-Cookie."""
-    (value,) = answer.headers.getall("Set-Cookie")
+    """The refresh token and Max-Age of the answer's session cookie (a login also sets the
+    provider's sign-in cookie, test_provider.py)."""
+    (value,) = [
+        v for v in answer.headers.getall("Set-Cookie") if v.startswith("__Host-tokenauth-session=")
+    ]
     match = COOKIE.match(value)
     assert match, value
     return match.group(1), int(match.group(2))
@@ -220,7 +223,8 @@ def test_tabs_refreshing_one_cookie_at_once_stay_signed_in(gunicorn_server, db):
         timeout=10,
     )
     assert login.status_code == 200, login.text
-    token = COOKIE.match(login.headers["Set-Cookie"]).group(1)
+    # The login sets the provider's sign-in cookie too: the session cookie is the first.
+    token = COOKIE.match(login.raw.headers.getlist("Set-Cookie")[0]).group(1)
 
     def tab() -> str:
         answer = requests.post(

@@ -159,8 +159,11 @@ def test_make_run_starts_and_stops_the_embedded_server_and_keeps_the_data(make_r
 def test_make_run_generates_its_key_under_the_data_dir_owner_only(make_run, tmp_path):
     make_run()
     keys_dir = tmp_path / "var" / "keys"
-    (key,) = [path for path in keys_dir.iterdir() if path.suffix == ".pem"]
-    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    # The service's EdDSA key, and the RS256 key of OpenID Connect ID tokens.
+    keys = [path for path in keys_dir.iterdir() if path.suffix == ".pem"]
+    assert len(keys) == 2
+    for key in keys:
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert stat.S_IMODE(keys_dir.stat().st_mode) & 0o077 == 0
 
 

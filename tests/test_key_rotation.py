@@ -22,8 +22,10 @@ def kid_of(token: str) -> str:
 
 
 def published_kids(app) -> set[str]:
-    """The kids of the JWKS."""
-    return {key["kid"] for key in app.get("/.well-known/jwks.json").json["keys"]}
+    """The kids of the JWKS's access-token keys (the RS256 ID-token key is beside them)."""
+    algorithm = app.app.components.keyring.algorithm
+    keys = app.get("/.well-known/jwks.json").json["keys"]
+    return {key["kid"] for key in keys if key["alg"] == algorithm}
 
 
 @pytest.fixture
@@ -69,7 +71,9 @@ def test_old_key_leaves_the_jwks_after_access_ttl_plus_skew(timed_app, clock):
 
     # The next rotation deletes the retired key's file; the current one stays for its tokens.
     newest_kid = keyring.rotate()
-    assert {path.stem for path in keyring.keys_dir.glob("*.pem")} == {new_kid, newest_kid}
+    id_kids = {key.kid for key in timed_app.app.components.rings[-1]._keys.values()}
+    stems = {path.stem for path in keyring.keys_dir.glob("*.pem")} - id_kids
+    assert stems == {new_kid, newest_kid}
 
 
 def test_rotations_within_one_second_still_make_the_newest_key_sign(timed_app, clock):
@@ -125,7 +129,9 @@ def test_cli_rotation_reaches_running_workers_without_restart(gunicorn_server, t
     rotated_at = time.monotonic()
     assert rotated.returncode == 0, rotated.stderr
     match = re.fullmatch(
-        r"new signing key (\S+); older keys verify until their tokens expire\n", rotated.stdout
+        r"new signing key (\S+); older keys verify until their tokens expire\n"
+        r"new ID-token key (\S+) \(RS256\); older ones verify until their tokens expire\n",
+        rotated.stdout,
     )
     assert match, rotated.stdout
     new_kid = match[1]
@@ -143,7 +149,9 @@ def test_cli_rotation_reaches_running_workers_without_restart(gunicorn_server, t
         verified = requests.get(f"{base}/auth/verify", headers=bearer(old_token), timeout=5)
         assert verified.status_code == 204
         jwks = requests.get(f"{base}/.well-known/jwks.json", timeout=5).json()
-        assert {key["kid"] for key in jwks["keys"]} == {old_kid, new_kid}
+        assert {key["kid"] for key in jwks["keys"] if key["alg"] == "EdDSA"} == {old_kid, new_kid}
+        # The ID-token ring rotated with it: its old and new keys are published too.
+        assert {key["kid"] for key in jwks["keys"] if key["alg"] == "RS256"} >= {match[2]}
 
 
 def password_login(base: str) -> str:

@@ -6,6 +6,8 @@ import stat
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from helpers import bearer, login, register
 
 from errors import ConfigError
@@ -30,6 +32,25 @@ def key_files(config) -> list:
     return sorted(p for p in config.keys_dir.iterdir() if p.suffix in (".pem", ".secret"))
 
 
+def is_rsa(path) -> bool:
+    """Whether a key file holds an RSA key (the ID-token key, or RS256's own)."""
+    if path.suffix != ".pem":
+        return False
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    return isinstance(key, rsa.RSAPrivateKey)
+
+
+def access_key_files(config) -> list:
+    """The files of the keys that sign access tokens (under RS256, the ID-token key too)."""
+    rs256 = config.signing_alg == "RS256"
+    return [p for p in key_files(config) if rs256 or not is_rsa(p)]
+
+
+def id_token_key_files(config) -> list:
+    """The files of the RS256 keys that sign ID tokens (OIDC Core requires RS256)."""
+    return [p for p in key_files(config) if is_rsa(p)]
+
+
 def mode(path) -> int:
     """The permission bits of a file."""
     return stat.S_IMODE(path.stat().st_mode)
@@ -45,11 +66,13 @@ def test_first_start_generates_an_eddsa_key_readable_only_by_its_owner(make_app,
     config = make_config()
     assert not config.keys_dir.exists()
     make_app(config)
-    (key,) = key_files(config)
-    assert key.suffix == ".pem"
-    assert mode(key) == 0o600
+    (key,) = access_key_files(config)
+    (id_key,) = id_token_key_files(config)  # and the RS256 key of ID tokens beside it
+    for path in (key, id_key):
+        assert path.suffix == ".pem"
+        assert mode(path) == 0o600
+        assert b"BEGIN PRIVATE KEY" in path.read_bytes()
     assert mode(config.keys_dir) & 0o077 == 0
-    assert b"BEGIN PRIVATE KEY" in key.read_bytes()
 
 
 def test_second_start_reuses_the_key(make_app, make_config):
@@ -57,10 +80,11 @@ def test_second_start_reuses_the_key(make_app, make_config):
     first = make_app(config)
     token = logged_in_token(first)
     files = key_files(config)
-    contents = files[0].read_bytes()
+    contents = [f.read_bytes() for f in files]
     second = make_app(config)
     assert key_files(config) == files
-    assert files[0].read_bytes() == contents
+    assert [f.read_bytes() for f in files] == contents
+    files = access_key_files(config)
     # The second instance verifies what the first signed: the same key, not a new one.
     second.get("/auth/verify", headers=bearer(token), status=204)
     assert jwt.get_unverified_header(token)["kid"] == files[0].stem
@@ -73,7 +97,7 @@ def test_each_algorithm_signs_tokens_that_work(make_app, make_config, algorithm)
     token = logged_in_token(app)
     me = app.get("/users/me", headers=bearer(token), status=200)
     assert me.json["username"] == "alice"
-    (key,) = key_files(config)
+    (key,) = access_key_files(config)
     assert key.suffix == (".secret" if algorithm == "HS256" else ".pem")
     assert mode(key) == 0o600
     assert jwt.get_unverified_header(token) == {
@@ -90,8 +114,8 @@ def test_jwks_publishes_the_public_key_that_verifies_tokens(make_app, make_confi
     token = logged_in_token(app)
     response = app.get("/.well-known/jwks.json", status=200)
     assert response.content_type == "application/json"
-    (jwk,) = response.json["keys"]
-    kid = key_files(config)[0].stem
+    kid = access_key_files(config)[0].stem
+    (jwk,) = [k for k in response.json["keys"] if k["kid"] == kid]
     assert {k: jwk[k] for k in ("kid", "alg", "use")} == {
         "kid": kid,
         "alg": algorithm,
@@ -106,9 +130,14 @@ def test_jwks_publishes_the_public_key_that_verifies_tokens(make_app, make_confi
     assert claims["username"] == "alice"
 
 
-def test_jwks_is_empty_under_hs256(make_app, make_config):
-    app = make_app(make_config(signing_alg="HS256"))
-    assert app.get("/.well-known/jwks.json", status=200).json == {"keys": []}
+def test_jwks_under_hs256_holds_only_the_id_token_key(make_app, make_config):
+    # HS256 secrets are never published; the RS256 key of ID tokens is.
+    config = make_config(signing_alg="HS256")
+    app = make_app(config)
+    (jwk,) = app.get("/.well-known/jwks.json", status=200).json["keys"]
+    (id_key,) = id_token_key_files(config)
+    assert (jwk["kid"], jwk["alg"], jwk["kty"]) == (id_key.stem, "RS256", "RSA")
+    assert not PRIVATE_MEMBERS & set(jwk)
 
 
 def test_hs256_secret_under_32_bytes_is_a_config_error(make_config):
@@ -142,4 +171,6 @@ def test_key_of_another_algorithm_is_left_alone(make_app, make_config):
     app = make_app(config)
     token = logged_in_token(app)
     assert jwt.get_unverified_header(token)["alg"] == "ES256"
-    assert len(key_files(config)) == 2
+    # The EdDSA key, the ES256 key, and the one RS256 key of ID tokens both configurations use.
+    assert len(key_files(config)) == 3
+    assert len(id_token_key_files(config)) == 1

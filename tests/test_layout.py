@@ -8,32 +8,43 @@ import inspect
 import pytest
 from helpers import ROOT
 
+import discovery
 import mfa_routes
 import oauth
+import provider
 import service
 
-# Each module imports only modules of a lower rank: service -> oauth/mfa_routes -> web/mfa ->
-# auth -> throttle/keys/passwords -> store/embedded -> pymongo, with the leaves everyone may use.
+# Each module imports only modules of a lower rank: service -> provider/discovery -> oauth ->
+# exchange -> grants/signins/mfa_routes -> web/sessions/accounts/mfa/idtokens -> auth ->
+# throttle/keys/passwords/clients -> store/embedded -> pymongo, with the leaves everyone may use.
 RANKS = {
-    "cli": 7,
-    "service": 6,
-    "oauth": 5,
+    "cli": 10,
+    "service": 9,
+    "provider": 8,
+    "discovery": 8,
+    "oauth": 7,
+    "exchange": 6,
+    "recovery": 5,
+    "signins": 5,
+    "grants": 5,
+    "mfa_routes": 5,
     "web": 4,
+    "sessions": 4,
+    "accounts": 4,
+    "mfa": 4,
+    "idtokens": 4,
     "auth": 3,
     "throttle": 2,
     "keys": 2,
     "passwords": 2,
     "events": 2,
     "mail": 2,
-    "recovery": 5,
-    "mfa_routes": 5,
-    "mfa": 4,
-    "sessions": 4,
-    "accounts": 4,
+    "clients": 2,
     "store": 1,
     "embedded": 1,
     "openapi": 0,
     "config": 0,
+    "pages": 0,
     "errors": -1,
     "clock": -1,
 }
@@ -92,7 +103,20 @@ def test_only_the_store_and_the_embedded_server_speak_to_mongodb(module):
     assert imports_of(module) & DRIVER == set(), f"{module} imports the MongoDB driver"
 
 
-@pytest.mark.parametrize("module", ["store", "embedded", "throttle", "keys", "passwords"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "store",
+        "embedded",
+        "throttle",
+        "keys",
+        "passwords",
+        "clients",
+        "grants",
+        "signins",
+        "idtokens",
+    ],
+)
 def test_the_lower_rooms_know_nothing_of_http(module):
     assert imports_of(module) & HTTP == set(), f"{module} imports falcon"
 
@@ -100,7 +124,7 @@ def test_the_lower_rooms_know_nothing_of_http(module):
 def test_no_resource_takes_the_whole_wiring_record():
     resources = [
         cls
-        for module in (service, oauth, mfa_routes)
+        for module in (service, oauth, mfa_routes, provider, discovery)
         for _, cls in inspect.getmembers(module, inspect.isclass)
         if cls.__module__ == module.__name__ and any(name.startswith("on_") for name in vars(cls))
     ]

@@ -140,6 +140,23 @@ def test_every_route_of_the_table_in_api_md_is_documented():
         ("POST", "/auth/introspect"),
         ("GET", "/.well-known/jwks.json"),
         ("GET", "/.well-known/oauth-authorization-server"),
+        ("GET", "/.well-known/openid-configuration"),
+        ("GET", "/authorize"),
+        # The provider's own forms (its sign-in, consent and sign-out pages post them), the
+        # POST form of the authorization request (OIDC Core §3.1.2.1), and the consents.
+        ("POST", "/authorize"),
+        ("POST", "/authorize/login"),
+        ("POST", "/authorize/consent"),
+        ("GET", "/userinfo"),
+        ("POST", "/userinfo"),
+        ("GET", "/logout"),
+        ("POST", "/logout"),
+        ("GET", "/users/me/consents"),
+        ("DELETE", "/users/me/consents/{client_id}"),
+        ("GET", "/clients"),
+        ("POST", "/clients"),
+        ("GET", "/clients/{client_id}"),
+        ("DELETE", "/clients/{client_id}"),
         ("GET", "/persons"),
         ("POST", "/persons"),
         ("GET", "/persons/{person_id}"),
@@ -238,6 +255,16 @@ def fill(app, headers: dict, path: str, person_id: str) -> str:
 # -- the schemas against the service's validation ------------------------------------------
 SCHEMA_EXAMPLES = [
     # (method, path, schema, valid body, its status, invalid body, its status, field named)
+    (
+        "POST",
+        "/clients",
+        "ClientCreate",
+        {"name": "schema-client", "redirect_uris": ["https://app.example.org/cb"]},
+        201,
+        {"name": "schema-client", "redirect_uris": []},
+        422,
+        "redirect_uris",
+    ),
     (
         "POST",
         "/users",
@@ -377,16 +404,31 @@ SCHEMA_EXAMPLES = [
 ]
 
 
+# The provider's HTML forms: a person's browser posts them and reads a page back (a wrong
+# field shows the form again), so they take forms only and answer no 422.
+HTML_FORMS = {
+    ("POST", "/authorize"),
+    ("POST", "/authorize/login"),
+    ("POST", "/authorize/consent"),
+    ("POST", "/logout"),
+}
+
+
 def test_every_request_schema_has_examples_here():
+    json_bodies = {
+        route: operation
+        for route, operation in documented_operations().items()
+        if JSON_TYPE in operation.get("requestBody", {}).get("content", {})
+    }
     documented = {
         operation["requestBody"]["content"][JSON_TYPE]["schema"]["$ref"].rsplit("/", 1)[1]
-        for operation in documented_operations().values()
-        if "requestBody" in operation
+        for operation in json_bodies.values()
     }
     assert documented == {example[2] for example in SCHEMA_EXAMPLES}
-    for (method, path), operation in documented_operations().items():
-        if "requestBody" in operation:
-            assert (method, path) in {(m, p) for m, p, *_ in SCHEMA_EXAMPLES}
+    for method, path in json_bodies:
+        assert (method, path) in {(m, p) for m, p, *_ in SCHEMA_EXAMPLES}
+    forms = {r for r, o in documented_operations().items() if "requestBody" in o} - set(json_bodies)
+    assert forms == HTML_FORMS
 
 
 @pytest.mark.parametrize(

@@ -106,8 +106,9 @@ def test_an_unreadable_key_is_skipped_one_by_one_and_deletions_are_still_followe
         assert keyring.refresh() is True  # picked up the new key despite two bad files
         new = login(app, "alice").json["access_token"]
         # The old key was compromised: deleting its file must stop its tokens at once.
-        old_kid = min(p.name for p in config.keys_dir.glob("2*.pem"))
-        (config.keys_dir / old_kid).unlink()
+        # (By the token's kid: the RS256 ID-token key is a .pem of the directory too.)
+        old_kid = jwt.get_unverified_header(old)["kid"]
+        (config.keys_dir / f"{old_kid}.pem").unlink()
         assert keyring.refresh() is True
     app.get("/auth/verify", headers=bearer(old), status=401)
     app.get("/auth/verify", headers=bearer(new), status=204)
@@ -397,7 +398,7 @@ def test_a_token_checked_while_its_key_is_deleted_is_not_cached(make_app, make_c
     keyring, tokens = components.keyring, components.tokens
     KeyRing(config.keys_dir, config.signing_alg, access_ttl=config.access_ttl, clock=clock).rotate()
     keyring.refresh()
-    old_key_file = min(config.keys_dir.glob("2*.pem"))
+    old_key_file = config.keys_dir / f"{jwt.get_unverified_header(token)['kid']}.pem"
     user = components.store.find_user_by_name("alice")
     real_verifying_key = keyring.verifying_key
     deleted: list[bool] = []

@@ -20,8 +20,8 @@ def test_jwks_publishes_the_key_that_verifies_access_tokens(
     token = login(app, "alice").json["access_token"]
     answer = app.get("/.well-known/jwks.json", status=200)
     assert_documented(answer, "/.well-known/jwks.json", "GET")
-    (jwk,) = answer.json["keys"]
     kid = jwt.get_unverified_header(token)["kid"]
+    (jwk,) = [k for k in answer.json["keys"] if k["kid"] == kid]
     assert (jwk["kid"], jwk["alg"], jwk["use"], jwk["kty"]) == (kid, algorithm, "sig", key_type)
     assert not {"d", "p", "q", "dp", "dq", "qi"} & set(jwk), "private key material published"
     # What a resource server does: pick the key by kid, verify with the published algorithm.
@@ -30,10 +30,12 @@ def test_jwks_publishes_the_key_that_verifies_access_tokens(
     assert claims["username"] == "alice"
 
 
-def test_jwks_is_empty_under_hs256(make_app, make_config):
+def test_jwks_under_hs256_publishes_only_the_id_token_key(make_app, make_config):
     app = make_app(make_config(signing_alg="HS256"))
     answer = app.get("/.well-known/jwks.json", status=200)
-    assert answer.json == {"keys": []}
+    assert [(k["alg"], k["kty"], k["use"]) for k in answer.json["keys"]] == [
+        ("RS256", "RSA", "sig")
+    ]
     assert_documented(answer, "/.well-known/jwks.json", "GET")
 
 
@@ -57,13 +59,16 @@ def test_metadata_names_the_endpoints_under_the_issuer(make_app, make_config):
         "revocation_endpoint": f"{ISSUER}/auth/revoke",
         "introspection_endpoint": f"{ISSUER}/auth/introspect",
     }
+    assert metadata["authorization_endpoint"] == f"{ISSUER}/authorize"
     assert metadata["grant_types_supported"] == [
-        "password",
+        "authorization_code",
         "refresh_token",
         "urn:tokenauth:params:oauth:grant-type:mfa",
+        "password",
     ]
-    # RFC 8414 §2: response_types_supported is required, and its value for us is empty.
-    assert metadata["response_types_supported"] == []
+    assert metadata["response_types_supported"] == ["code"]
+    assert metadata["code_challenge_methods_supported"] == ["S256"]
+    assert metadata["authorization_response_iss_parameter_supported"] is True
 
 
 def test_metadata_endpoints_are_the_ones_served(app):
