@@ -357,7 +357,10 @@ class CookieSession(_CookieFlow):
         client's people need no password again to sign in elsewhere with tokenauth."""
         current = self.signins.current(req.cookies.get(SIGN_IN_COOKIE))
         if current is not None and current[0]["id"] != login.sid:
-            self.signins.leave(current[0])
+            if current[1]["id"] == login.user["id"]:
+                self.signins.hand_over(current[0], login.sid)
+            else:
+                self.signins.leave(current[0])
         secret = self.signins.attach(login.sid, login.auth)
         if secret is not None:
             seconds = int((login.session_end - self.sessions.clock()).total_seconds())

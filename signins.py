@@ -88,6 +88,12 @@ class SignIns:
             return secret
         return None
 
+    def hand_over(self, session: dict[str, Any], sid: str) -> None:
+        """The same person signed in again in this browser: the client sessions opened through
+        the old sign-in move to the new one (signing out must still end them); the old is left."""
+        self.store.move_sessions_through(session["id"], sid)
+        self.leave(session)
+
     def leave(self, session: dict[str, Any]) -> None:
         """This sign-in no longer signs its browser in (another person signed in there)."""
         if session.get("sign_in_only"):

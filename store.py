@@ -914,6 +914,14 @@ class Store:
         return [doc["_id"] for doc in cursor]
 
     @_translated
+    def move_sessions_through(self, sso_sid: str, new_sso_sid: str) -> None:
+        """The client sessions opened through one sign-in now hang on another."""
+        self.sessions.update_many(
+            {"sso_sid": sso_sid, "revoked_at": {"$exists": False}},
+            {"$set": {"sso_sid": new_sso_sid}},
+        )
+
+    @_translated
     def client_sessions(
         self, client_id: str, *, now: dt.datetime, user_id: str | None = None
     ) -> list[str]:

@@ -575,3 +575,35 @@ def test_a_recovery_code_completes_the_sign_in_too(make_app, make_config):
     mfa_token = re.search(r'name="mfa_token" value="([^"]+)"', second.text)[1]
     form = {"request": handle_of(page), "mfa_token": mfa_token, "recovery_code": recovery_codes[0]}
     assert "code" in redirected(app.post("/authorize/login", form, headers=SAME_ORIGIN_FORM))
+
+
+def test_logging_in_again_here_keeps_the_apps_sessions_under_the_browsers_sign_in(app):
+    client, secret = register_client(app)
+    code, verifier = code_for(app, client)
+    tokens = exchange(app, client, secret, code, verifier).json
+    # The same person logs in to the first-party client in this browser: a new sign-in.
+    own = app.post_json(
+        "/auth/session",
+        {"username": "alice", "password": PASSWORD},
+        headers={"X-Requested-With": "fetch", "Sec-Fetch-Site": "same-origin"},
+    )
+    app.get("/userinfo", headers=bearer(tokens["access_token"]), status=200)
+    # Signing out at the app ends what was opened through the browser's sign-in: the app too.
+    answer = app.get(
+        "/logout",
+        {"id_token_hint": tokens["id_token"], "post_logout_redirect_uri": LOGOUT_REDIRECT},
+    )
+    assert redirected(answer, LOGOUT_REDIRECT) == {}
+    app.get("/userinfo", headers=bearer(tokens["access_token"]), status=401)
+    refused = app.post(
+        "/auth/token",
+        {
+            "grant_type": "refresh_token",
+            "refresh_token": tokens["refresh_token"],
+            "client_id": client["id"],
+            "client_secret": secret,
+        },
+        status=400,
+    )
+    assert refused.json["error"] == "invalid_grant"
+    app.get("/users/me", headers=bearer(own.json["access_token"]), status=401)
