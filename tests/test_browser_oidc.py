@@ -20,7 +20,7 @@ from helpers import PASSWORD, free_port
 from playwright.sync_api import expect
 from processes import run_cli
 from spa import SpaServer
-from test_browser import Tab
+from test_browser import Tab, expect_logged_in, log_in
 
 # The browser tests' fixtures: Debian's headless Chromium, and tabs that record problems.
 browser = test_browser.browser
@@ -104,16 +104,17 @@ def allow(tab: Tab) -> None:
 
 
 def ask_until_refused(tab: Tab, since: float) -> float:
-    """Ask the API again until it refuses the app's token; seconds from `since`, which must
-    be within the contract's 2 s."""
+    """Ask the API again until it refuses the app's token: the seconds from `since` to the
+    request it refused. A request sent 2 s after `since` must not work (the contract)."""
     page = tab.page
     while True:
+        asked_at = time.monotonic()
         page.get_by_role("button", name="Ask the API again").click()
         expect(page.locator("#api-answer")).not_to_have_text("Asking…")
         if page.locator("#status").text_content() == REFUSED:
-            return time.monotonic() - since
+            return asked_at - since
         expect(page.locator("#api-answer")).to_have_text(API_ANSWER)
-        assert time.monotonic() - since < REVOCATION_DEADLINE, "the token still works"
+        assert asked_at - since < REVOCATION_DEADLINE, "the token still worked after 2 s"
 
 
 # -- tests ----------------------------------------------------------------------------------
@@ -170,4 +171,80 @@ def test_app_signs_in_calls_the_api_signs_in_again_by_single_sign_on_and_signs_o
     expect_signed_in(first, app)  # consent was remembered
     assert provider_answers(first)[-2:] == [("/authorize", 200), ("/authorize/login", 303)]
     for tab in (first, second):
+        tab.assert_clean()
+
+
+def test_revoking_the_apps_access_on_the_account_page_signs_it_out_and_it_asks_again(
+    provider, open_tab
+):
+    base, app = provider
+    spa = open_tab(app.origin, "spa-revoked")
+    spa.page.goto("/")
+    spa.page.get_by_role("button", name="Sign in with tokenauth").click()
+    sign_in_with_password(spa, base)
+    allow(spa)
+    expect_signed_in(spa, app)
+
+    # tokenauth's own client, in another tab of the same browser: the account page lists the
+    # app, what it may have in words, and since when; and the app's session among the others.
+    own = open_tab(base, "own-client", context=spa.context)
+    page = own.page
+    page.goto(f"{base}/")
+    log_in(own, "alice", PASSWORD)
+    expect_logged_in(own, "alice")
+    page.get_by_role("link", name="Account").click()
+    apps = page.locator("#consents-list li")
+    expect(apps).to_have_count(1)
+    expect(apps.locator(".activity-what")).to_have_text(APP)
+    details = apps.locator(".activity-details")
+    expect(details).to_have_text(
+        re.compile(r"^May know who you are and see your username · allowed \w{3} \d{1,2}, \d{4}, ")
+    )
+    expect(details.locator("time")).to_have_attribute(
+        "datetime", re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
+    )
+    expect(page.locator("#consents-empty")).to_be_hidden()
+    sessions = page.locator("#sessions-list li")
+    expect(sessions).to_have_count(2)  # this one and the app's
+    own.shot("30-apps")
+    # Signing in to tokenauth's own client left the app's session alone.
+    spa.page.get_by_role("button", name="Ask the API again").click()
+    expect(spa.page.locator("#api-answer")).to_have_text(API_ANSWER)
+
+    # Revoke access asks first, in the item; Cancel leaves everything as it was.
+    revoke = page.get_by_role("button", name=f"Revoke access for {APP}")
+    revoke.click()
+    confirm = page.get_by_role("group", name=f"Confirm revoking access for {APP}")
+    question = f"Revoke {APP}'s access? It is signed out and must ask you again."
+    expect(confirm.locator(".confirm-text")).to_have_text(question)
+    expect(confirm.get_by_role("button", name="Cancel")).to_be_focused()
+    own.shot("31-apps-confirm")
+    confirm.get_by_role("button", name="Cancel").click()
+    expect(confirm).to_be_hidden()
+    expect(revoke).to_be_focused()
+    revoke.click()
+    confirm.get_by_role("button", name="Yes, revoke").click()
+    expect(page.locator("#toast")).to_have_text(
+        f"Revoked access for {APP}. It is signed out at its next request."
+    )
+    revoked = time.monotonic()
+    expect(apps).to_have_count(0)
+    expect(page.locator("#consents-empty")).to_have_text("No app has access to your account.")
+    expect(sessions).to_have_count(1)  # the app's session ended with its access
+    expect(sessions).to_contain_text("This session")
+    own.shot("32-apps-revoked")
+
+    # The app's old access token is refused within the contract's 2 s.
+    elapsed = ask_until_refused(spa, revoked)
+    print(f"the app's token was refused {elapsed:.2f} s after its access was revoked")
+
+    # Its next sign-in needs no password (the browser is signed in to tokenauth) but asks for
+    # consent again; the account page then lists the app again.
+    spa.page.get_by_role("button", name="Sign in with tokenauth").click()
+    allow(spa)
+    expect_signed_in(spa, app)
+    assert provider_answers(spa)[-2:] == [("/authorize", 200), ("/authorize/consent", 303)]
+    page.reload()
+    expect(apps).to_have_count(1)
+    for tab in (spa, own):
         tab.assert_clean()
