@@ -20,7 +20,7 @@ from helpers import PASSWORD, free_port
 from playwright.sync_api import expect
 from processes import run_cli
 from spa import SpaServer
-from test_browser import Tab, expect_logged_in, log_in
+from test_browser import DESKTOP, PHONE, Tab, assert_fits, expect_logged_in, log_in
 
 # The browser tests' fixtures: Debian's headless Chromium, and tabs that record problems.
 browser = test_browser.browser
@@ -219,6 +219,10 @@ def test_revoking_the_apps_access_on_the_account_page_signs_it_out_and_it_asks_a
     expect(confirm.locator(".confirm-text")).to_have_text(question)
     expect(confirm.get_by_role("button", name="Cancel")).to_be_focused()
     own.shot("31-apps-confirm")
+    page.set_viewport_size(PHONE)
+    assert_fits(page, PHONE["width"])
+    own.shot("31-apps-confirm-phone")
+    page.set_viewport_size(DESKTOP)
     confirm.get_by_role("button", name="Cancel").click()
     expect(confirm).to_be_hidden()
     expect(revoke).to_be_focused()
