@@ -57,7 +57,7 @@ function scopesInWords(scopes) {
   return `${words.slice(0, -1).join(', ')} and ${words[words.length - 1]}`;
 }
 
-// "shop" / "May know who you are and see your username · allowed Dec 3, 2026" [Revoke access]
+// "shop" / "May know who you are and see your username · first allowed Dec 3, 2026" [Revoke access]
 function consentItem(consent) {
   const name = consent.client_name;
   const li = document.createElement('li');
@@ -69,7 +69,7 @@ function consentItem(consent) {
   what.textContent = name;
   const details = document.createElement('p');
   details.className = 'activity-details';
-  details.append(`May ${scopesInWords(consent.scopes)} · allowed `, timeOf(consent.granted_at));
+  details.append(`May ${scopesInWords(consent.scopes)} · first allowed `, timeOf(consent.granted_at));
   text.append(what, details);
 
   const revoke = button('Revoke access', 'button button-danger-outline', () => askRevoke(li));

@@ -197,8 +197,9 @@ def test_revoking_the_apps_access_on_the_account_page_signs_it_out_and_it_asks_a
     expect(apps).to_have_count(1)
     expect(apps.locator(".activity-what")).to_have_text(APP)
     details = apps.locator(".activity-details")
+    scopes_in_words = "May know who you are and see your username"
     expect(details).to_have_text(
-        re.compile(r"^May know who you are and see your username · allowed \w{3} \d{1,2}, \d{4}, ")
+        re.compile(rf"^{scopes_in_words} · first allowed \w{{3}} \d{{1,2}}, \d{{4}}, ")
     )
     expect(details.locator("time")).to_have_attribute(
         "datetime", re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
