@@ -103,6 +103,16 @@ export function endMyOtherSessions(token) {
   return request('DELETE', '/users/me/sessions', { token });
 }
 
+/** GET /users/me/consents: the apps the caller let use the account, with the scopes. */
+export function listMyConsents(token) {
+  return request('GET', '/users/me/consents', { token });
+}
+
+/** DELETE /users/me/consents/{client_id}: withdraws an app's access; its sessions of the caller end. */
+export function withdrawConsent(token, clientId) {
+  return request('DELETE', `/users/me/consents/${encodeURIComponent(clientId)}`, { token });
+}
+
 /** GET /users: one page of accounts (admins). */
 export function listUsers(token, { limit, cursor }) {
   return request('GET', `/users?${pageParams({ limit, cursor })}`, { token });

@@ -1,5 +1,5 @@
 // The account page (#/account): who is logged in, the email address (view-email.js), changing the password, the live sessions,
-// recent activity and deleting the account.
+// the apps signed in to (view-consents.js), recent activity and deleting the account.
 
 import * as api from './api.js';
 import { clearFormErrors, failLocally, refreshCounters, reportFormError } from './forms.js';
@@ -7,6 +7,7 @@ import { passwordProblem } from './policy.js';
 import { callApi, currentUser, endLocally } from './session.js';
 import { $, focusElement, holdOff, setBusy, toast } from './ui.js';
 import { clearActivity, openActivity, wireActivity } from './view-activity.js';
+import { clearConsents, openConsents, wireConsents } from './view-consents.js';
 import { showEmail } from './view-email.js';
 import { clearSessions, openSessions, wireSessions } from './view-sessions.js';
 
@@ -19,19 +20,21 @@ export function wireAccount(handlers) {
   $('delete-account-form').addEventListener('submit', onDeleteSubmit);
   wireActivity();
   wireSessions();
+  wireConsents();
 }
 
-/** Shows the account page's forms empty and loads the sessions and the recent activity. */
+/** Shows the account page's forms empty and loads the sessions, the apps and the recent activity. */
 export function openAccount() {
   resetForms();
   showEmail();
-  return Promise.all([openSessions(), openActivity()]);
+  return Promise.all([openSessions(), openConsents(), openActivity()]);
 }
 
 /** Forgets everything the page showed, e.g. when the person logs out. */
 export function clearAccount() {
   resetForms();
   clearSessions();
+  clearConsents();
   clearActivity();
 }
 
