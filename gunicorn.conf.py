@@ -29,7 +29,9 @@ threads = 8
 keepalive = 5
 timeout = 30
 graceful_timeout = 10
-accesslog = "-"
+# TOKENAUTH_ACCESS_LOG: off by default, since a line a request costs cheap requests most
+# (BENCHMARKS.md, "Levers"); on, one line a request on stdout in the format below.
+accesslog = "-" if _config.access_log else None
 # The access log carries no query string (tokens never travel there, but be safe) and no headers.
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
 errorlog = "-"
