@@ -26,7 +26,7 @@ from bench import pools, report
 from bench.load import Load, Pacer, run_wrk
 from bench.pools import Pool
 from bench.processes import BIN, ROOT, CpuMeter, Gunicorn, peak_rss_bytes, wait_until_idle
-from bench.seed import PASSWORD, Seeded, seed
+from bench.seed import PASSWORD, PERSONS, Seeded, seed
 from config import Config
 
 LAST_TABLE = Path(__file__).resolve().parent / "last.md"
@@ -64,6 +64,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="extra environment for service and ceiling (e.g. --env TOKENAUTH_SIGNING_ALG=HS256)",
     )
     parser.add_argument("--output", type=Path, default=LAST_TABLE, help="where the table goes")
+    parser.add_argument(
+        "--persons", type=int, default=PERSONS, help="persons seeded (the page row reads 50)"
+    )
     return parser.parse_args(argv)
 
 
@@ -77,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     for number in range(1, args.runs + 1):
         print(f"run {number} of {args.runs} (load {loads_seen[-1]})", flush=True)
-        runs.append(run_once(load, args.gunicorn_arg, dict(e.split("=", 1) for e in args.env)))
+        extra_env = dict(e.split("=", 1) for e in args.env)
+        runs.append(run_once(load, args.gunicorn_arg, extra_env, persons=args.persons))
         loads_seen.append(read_loadavg())
         if args.runs > 1:
             print(report.format_table(report.build_rows(runs[-1])), flush=True)
@@ -89,7 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run_once(load: Load, gunicorn_args: list[str], extra_env: dict[str, str]) -> report.Run:
+def run_once(
+    load: Load, gunicorn_args: list[str], extra_env: dict[str, str], *, persons: int = PERSONS
+) -> report.Run:
     """Start everything, measure every row, stop everything (also on errors and Ctrl-C)."""
     from embedded import EmbeddedServer  # the embedded extra is needed only here
 
@@ -118,7 +124,7 @@ def run_once(load: Load, gunicorn_args: list[str], extra_env: dict[str, str]) ->
             cleanup.callback(server.stop)
             server.start()
         try:
-            seeded = seed(service.base, env)
+            seeded = seed(service.base, env, persons=persons)
             made = BenchSecrets(service, seeded, scratch, totp_secret)
             cleanup.callback(made.close)
             return measure(service, ceiling, database.process.pid, seeded, load, made)
@@ -363,12 +369,17 @@ class BenchSecrets:
     def write_rows(self) -> list[tuple[str, str, tuple[str, ...], PoolFeed]]:
         """(row, path, headers, feed) of each row spending a secret a request."""
         return [
-            ("refresh", "/auth/token", JSON_BODY, PoolFeed(self.refreshes, self.scratch)),
+            (
+                "refresh",
+                "/auth/token",
+                JSON_BODY,
+                PoolFeed(self.refreshes, self.scratch, first_rate=150),
+            ),
             (
                 "refresh cookie",
                 "/auth/session/refresh",
                 SAME_ORIGIN,
-                PoolFeed(self.cookies, self.scratch, place="cookie"),
+                PoolFeed(self.cookies, self.scratch, place="cookie", first_rate=150),
             ),
             ("mfa", "/auth/token", JSON_BODY, PoolFeed(self.mfa, self.scratch, first_rate=200)),
             (
