@@ -4,7 +4,8 @@ Both services run the project's gunicorn settings on the same database and keys;
 by environment (`--a-env`, `--b-env`) or by code (`--b-root`, a checkout of another commit,
 e.g. `git archive HEAD~1 | tar -x -C /tmp/b`). Rounds alternate A B, B A, ... with wrk
 against one path each, so a change in the machine's load hits both sides alike; it prints
-each round and the ratio B / A of the totals.
+each round and the ratio B / A of the totals, and of the server's CPU time per request
+(read from /proc: far steadier than requests per second on a shared machine).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from bench.load import Load, run_wrk
-from bench.processes import ROOT, Gunicorn, wait_until_idle
+from bench.processes import ROOT, CpuMeter, Gunicorn, wait_until_idle
 from bench.run import service_env
 from bench.seed import seed
 
@@ -61,11 +62,15 @@ def main(argv: list[str] | None = None) -> int:
         seeded = seed(sides["A"].base, env, persons=0)
         headers = (f"Authorization: Bearer {seeded.user_token}",)
         rates: dict[str, list[float]] = {"A": [], "B": []}
+        requests = {"A": 0, "B": 0}
+        meters = {name: CpuMeter({"server": server.pids}) for name, server in sides.items()}
         for number in range(args.rounds):
             order = ("A", "B") if number % 2 == 0 else ("B", "A")
             for name in order:
                 server = sides[name]
-                result = run_wrk(server.base + args.path, load, args.seconds, headers=headers)
+                with meters[name].measuring():
+                    result = run_wrk(server.base + args.path, load, args.seconds, headers=headers)
+                requests[name] += result.requests
                 wait_until_idle(lambda server=server: [*server.pids(), database.process.pid])
                 rates[name].append(result.requests_per_second)
                 print(
@@ -77,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
         a, b = statistics.fmean(rates["A"]), statistics.fmean(rates["B"])
         per_round = " ".join(f"{y / x:.2f}" for x, y in zip(rates["A"], rates["B"], strict=True))
         print(f"A {a:,.0f} req/s, B {b:,.0f} req/s: B/A = {b / a:.3f} (rounds: {per_round})")
+        cpu = {n: meters[n].spent["server"] / max(1, requests[n]) * 1e6 for n in sides}
+        print(
+            f"server CPU per request: A {cpu['A']:.0f} us, B {cpu['B']:.0f} us:"
+            f" B/A = {cpu['B'] / cpu['A']:.3f}"
+        )
     return 0
 
 
