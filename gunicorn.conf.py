@@ -40,6 +40,13 @@ errorlog = "-"
 class EscapingLogger(Logger):
     """gunicorn's logger, with control characters in request data escaped in the access log."""
 
+    @property
+    def access_log_enabled(self):
+        """Only with an access log: gunicorn also counts logconfig_dict (set below for the auth
+        events), and then built every request's log atoms for nothing: a quarter of
+        GET /auth/verify's GIL time with the access log off (py-spy, BENCHMARKS.md)."""
+        return bool(self.cfg.accesslog)
+
     def atoms(self, resp, req, environ, request_time):
         """The access-log atoms; a decoded %0a in a path must not start a forged line."""
         atoms = super().atoms(resp, req, environ, request_time)
