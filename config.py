@@ -53,8 +53,8 @@ class Config:
     admin_requires_mfa: bool = True
     # The RFC 6749 password grant on /auth/token (RFC 9700 §2.4: third parties must not use it).
     password_grant: bool = True
-    # One access-log line per request from gunicorn (off: about a quarter of a cheap
-    # request's time, see BENCHMARKS.md; a reverse proxy usually logs requests already).
+    # One access-log line per request from gunicorn (on, a third more server CPU for a cheap
+    # request, see BENCHMARKS.md; a reverse proxy usually logs requests already).
     access_log: bool = False
     # Not in the environment: how long a request waits for MongoDB before answering 503.
     db_timeout_ms: int = 2000
