@@ -22,12 +22,11 @@ from pathlib import Path
 
 import pyotp
 
-from bench import pools, report
+from bench import report
 from bench.load import Load, Pacer, run_wrk
-from bench.pools import Pool
 from bench.processes import BIN, ROOT, CpuMeter, Gunicorn, peak_rss_bytes, wait_until_idle
-from bench.seed import PASSWORD, PERSONS, Seeded, seed
-from config import Config
+from bench.seed import PERSONS, Seeded, seed
+from bench.write_rows import BenchSecrets, PoolFeed
 
 LAST_TABLE = Path(__file__).resolve().parent / "last.md"
 DB_NAME = "tokenauth_bench"
@@ -147,34 +146,6 @@ def service_env(mongodb_uri: str, data_dir: Path) -> dict[str, str]:
     return env
 
 
-@dataclasses.dataclass
-class PoolFeed:
-    """A row's pool as wrk takes it: a file of request lines, `place`d in the body or cookie."""
-
-    pool: Pool
-    directory: Path
-    place: str = "body"
-    first_rate: float = 500.0  # a guess of requests per second, until a slice has measured it
-    rate: float = 0.0
-
-    def env(self, seconds: float, stride: int) -> dict[str, str]:
-        """Lines enough for `seconds` at the last rate seen (and half again), in a file."""
-        rate = self.rate or self.first_rate
-        self.pool.ensure(int(rate * seconds * 1.5) + 50)
-        path = self.pool.write(self.directory)
-        return {
-            "BENCH_POOL": str(path),
-            "BENCH_POOL_AS": self.place,
-            "BENCH_POOL_STRIDE": str(stride),
-        }
-
-    def settle(self, env: dict[str, str], result: report.WrkResult) -> None:
-        """Drop the lines wrk got through; remember the rate."""
-        self.pool.spent(result.pool_used, result.pool_dry)
-        self.rate = max(self.rate, result.requests_per_second)
-        Path(env["BENCH_POOL"]).unlink(missing_ok=True)
-
-
 @dataclasses.dataclass(frozen=True)
 class Target:
     """One row's load: a server, a path, wrk's options, and what else runs meanwhile."""
@@ -265,12 +236,6 @@ class Rows:
         )
 
 
-JSON_BODY = ("Content-Type: application/json",)
-# What the browser client's fetch sends: the CSRF check needs a custom header and, from a
-# browser with Fetch Metadata, Sec-Fetch-Site: same-origin.
-SAME_ORIGIN = ("X-Requested-With: fetch", "Sec-Fetch-Site: same-origin")
-
-
 def measure(
     service: Gunicorn,
     ceiling: Gunicorn,
@@ -333,77 +298,6 @@ def measure(
         paced_refreshes_per_second=refresh_pacer.achieved_rate,
         cpu_per_request=rows.cpu,
     )
-
-
-class BenchSecrets:
-    """The pools of the write rows, made with the service's own classes on its database."""
-
-    def __init__(self, service: Gunicorn, seeded: Seeded, scratch: Path, totp_secret: str):
-        from passwords import PasswordHasher
-        from service import build_components
-
-        self.components = build_components(Config.from_env(service.env))
-        store = self.components.store
-        user = store.find_user(seeded.user_id)
-        c = self.components
-        self.scratch = scratch
-        password_hash = PasswordHasher().hash(PASSWORD)
-        self.refreshes = Pool(
-            "refresh", lambda n: pools.refresh_sessions(c, user, n), render=pools.refresh_grant_body
-        )
-        self.cookies = Pool(
-            "cookie",
-            lambda n: pools.refresh_sessions(c, user, n),
-            render=pools.session_cookie_header,
-        )
-        accounts = pools.MfaAccounts(c, password_hash, totp_secret)
-        self.mfa = Pool(
-            "mfa",
-            accounts.attempts,
-            max_age=pools.MFA_TOKEN_MAX_AGE,
-            render=lambda token: accounts.body(token, accounts.code()),
-        )
-        codes = pools.AuthorizationCodes(c, user)
-        self.codes = Pool("code", codes.codes, max_age=pools.CODE_MAX_AGE, render=codes.body)
-
-    def write_rows(self) -> list[tuple[str, str, tuple[str, ...], PoolFeed]]:
-        """(row, path, headers, feed) of each row spending a secret a request."""
-        return [
-            (
-                "refresh",
-                "/auth/token",
-                JSON_BODY,
-                PoolFeed(self.refreshes, self.scratch, first_rate=150),
-            ),
-            (
-                "refresh cookie",
-                "/auth/session/refresh",
-                SAME_ORIGIN,
-                PoolFeed(self.cookies, self.scratch, place="cookie", first_rate=150),
-            ),
-            ("mfa", "/auth/token", JSON_BODY, PoolFeed(self.mfa, self.scratch, first_rate=200)),
-            (
-                "code exchange",
-                "/auth/token",
-                JSON_BODY,
-                PoolFeed(self.codes, self.scratch, first_rate=200),
-            ),
-        ]
-
-    def refresh_pacer(self, base: str, *, rate: float) -> Pacer:
-        """Refresh grants at a steady rate, each with a fresh token from the refresh pool."""
-
-        def next_refresh(slot: int) -> tuple[str, dict] | None:
-            token = self.refreshes.take()
-            if token is None:
-                return None
-            return "/auth/token", {"grant_type": "refresh_token", "refresh_token": token}
-
-        return Pacer(base, next_refresh, rate=rate, threads=8)
-
-    def close(self) -> None:
-        """Close the database client."""
-        self.components.store.close()
 
 
 def check_same_bodies(service_base: str, ceiling_base: str, seeded: Seeded) -> None:
