@@ -189,6 +189,9 @@ class Row:
     note: str = ""
     cpu: tuple[float, float] | None = None  # CPU seconds per request: server, database
     report_only: bool = False  # a figure to report, with no goal of ours to judge
+    # The ceiling's CPU per request (server and database) over ours: what auth costs in
+    # CPU, which the machine's other load disturbs far less than requests per second.
+    cpu_ratio: float | None = None
 
 
 def _ms(value: float | None) -> str:
@@ -212,9 +215,10 @@ def _cpu(cpu: tuple[float, float] | None) -> str:
 
 
 def format_table(rows: Iterable[Row]) -> str:
-    """A Markdown table: row, requests/s, p50, p99, ratio to ceiling, goal, met, CPU, note."""
+    """A Markdown table: row, requests/s, p50, p99, ratio to ceiling, goal, met, CPU, its
+    ratio, note."""
     header = ["row", "requests/s", "p50", "p99", "ratio to ceiling", "goal", "met"]
-    header += ["CPU/request: server + database", "note"]
+    header += ["CPU/request: server + database", "CPU ratio", "note"]
     lines = [header]
     for row in rows:
         shown_ratio = "" if row.ratio is None else f"{row.ratio:.2f}"
@@ -230,6 +234,7 @@ def format_table(rows: Iterable[Row]) -> str:
                 row.goal.describe() if row.goal else "",
                 _verdict(row),
                 _cpu(row.cpu),
+                "" if row.cpu_ratio is None else f"{row.cpu_ratio:.2f}",
                 row.note,
             ]
         )
@@ -299,6 +304,9 @@ def build_rows(run: Run) -> list[Row]:
         project, ceiling = run.results[name], run.results[f"{name} ceiling"]
         project_ratio = ratio(project.requests_per_second, ceiling.requests_per_second)
         row = _judged(name, project, project_ratio, cpu(name))
+        ours, theirs = cpu(name), cpu(f"{name} ceiling")
+        if ours and theirs and sum(ours) > 0:
+            row = dataclasses.replace(row, cpu_ratio=sum(theirs) / sum(ours))
         if ceiling.pool_dry or ceiling.error_share >= 0.01:
             row = dataclasses.replace(
                 row, met=False, note=_join(row.note, "the ceiling's pool ran dry or it failed")
@@ -417,6 +425,7 @@ def median_rows(runs: Sequence[Sequence[Row]]) -> list[Row]:
                 ratio=_median_of(versions, "ratio"),
                 peak_bytes=_median_of(versions, "peak_bytes"),
                 cpu=_median_cpu(versions),
+                cpu_ratio=_median_of(versions, "cpu_ratio"),
                 met=None if middle.met is None else _median([row.met for row in versions]),
             )
         )

@@ -130,8 +130,19 @@ def _run(verify: float = 900.0, mixed_p99: float = 0.040, rss_mib: int = 80) -> 
         peak_rss_bytes=rss_mib * report.MIB,
         paced_logins_per_second=20.0,
         paced_refreshes_per_second=5.0,
-        cpu_per_request={"verify": (0.0003, 0.0), "login": (0.026, 0.012)},
+        cpu_per_request={
+            "verify": (0.0003, 0.0),
+            "verify ceiling": (0.00024, 0.0),
+            "login": (0.026, 0.012),
+        },
     )
+
+
+def test_the_cpu_ratio_is_the_ceilings_cpu_per_request_over_ours():
+    rows = {row.name: row for row in report.build_rows(_run())}
+    assert rows["verify"].cpu_ratio == pytest.approx(0.8)
+    assert rows["login"].cpu_ratio is None  # no ceiling figure: nothing to say
+    assert "| 0.80 |" in report.format_table([rows["verify"]])
 
 
 def test_rows_judge_each_goal():
