@@ -53,6 +53,9 @@ class Config:
     admin_requires_mfa: bool = True
     # The RFC 6749 password grant on /auth/token (RFC 9700 §2.4: third parties must not use it).
     password_grant: bool = True
+    # One access-log line per request from gunicorn (on, a third more server CPU for a cheap
+    # request, see BENCHMARKS.md; a reverse proxy usually logs requests already).
+    access_log: bool = False
     # Not in the environment: how long a request waits for MongoDB before answering 503.
     db_timeout_ms: int = 2000
     # Not in the environment: how often each worker polls revocations and keys.
@@ -146,6 +149,7 @@ class Config:
             "step_up_max_age": integer("STEP_UP_MAX_AGE"),
             "admin_requires_mfa": boolean("ADMIN_REQUIRES_MFA"),
             "password_grant": boolean("PASSWORD_GRANT"),
+            "access_log": boolean("ACCESS_LOG"),
         }
         proxies = text("TRUSTED_PROXIES")
         if proxies:

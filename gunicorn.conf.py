@@ -29,7 +29,9 @@ threads = 8
 keepalive = 5
 timeout = 30
 graceful_timeout = 10
-accesslog = "-"
+# TOKENAUTH_ACCESS_LOG: off by default, since a line a request costs cheap requests most
+# (BENCHMARKS.md, "Levers"); on, one line a request on stdout in the format below.
+accesslog = "-" if _config.access_log else None
 # The access log carries no query string (tokens never travel there, but be safe) and no headers.
 access_log_format = '%(h)s "%(m)s %(U)s" %(s)s %(b)s %(M)sms'
 errorlog = "-"
@@ -37,6 +39,13 @@ errorlog = "-"
 
 class EscapingLogger(Logger):
     """gunicorn's logger, with control characters in request data escaped in the access log."""
+
+    @property
+    def access_log_enabled(self):
+        """Only with an access log: gunicorn also counts logconfig_dict (set below for the auth
+        events), and then built every request's log atoms for nothing: a quarter of
+        GET /auth/verify's GIL time with the access log off (py-spy, BENCHMARKS.md)."""
+        return bool(self.cfg.accesslog)
 
     def atoms(self, resp, req, environ, request_time):
         """The access-log atoms; a decoded %0a in a path must not start a forged line."""

@@ -699,7 +699,9 @@ class Store:
         if sealed is not None:
             rotation["sealed"] = Binary(sealed)
         session = self._swap_current(
-            {**live, "current": token_hash},
+            # The indexed equality first: the embedded server plans by the filter's first
+            # field (6 predicates led by `live` scanned every session: 85 ms at 3,000).
+            {"current": token_hash, **live},
             token_hash,
             new_hash,
             now=now,

@@ -656,13 +656,23 @@ def _address(text: str) -> IPAddress | None:
 
 def client_address(req: falcon.Request, trusted_proxies: tuple[str, ...]) -> str:
     """The client's address: the peer, or behind trusted proxies the right-most untrusted hop."""
-    peer = _address(req.remote_addr)
+    return _client_address(req.remote_addr, req.get_header("X-Forwarded-For"), trusted_proxies)
+
+
+# Parsing addresses was a third of a cheap request's time in the app (BENCHMARKS.md,
+# "Levers"); a connection sends the same peer and header again and again. Bounded: a
+# forged X-Forwarded-For can only churn the cache, never grow it.
+@functools.lru_cache(maxsize=4096)
+def _client_address(
+    remote_addr: str, forwarded_for: str | None, trusted_proxies: tuple[str, ...]
+) -> str:
+    peer = _address(remote_addr)
     networks = _networks(trusted_proxies)
     if peer is None:
-        return req.remote_addr  # not an IP peer (a Unix socket): nothing better to say
+        return remote_addr  # not an IP peer (a Unix socket): nothing better to say
     client = peer
     # Each trusted proxy appends the address it saw; anything left of that is hearsay.
-    hops = (req.get_header("X-Forwarded-For") or "").split(",")
+    hops = (forwarded_for or "").split(",")
     for hop in reversed(hops):
         if not any(client in network for network in networks):
             break

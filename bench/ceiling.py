@@ -8,9 +8,12 @@ the service's middleware cost.
 
 from __future__ import annotations
 
+import os
+
 import falcon
 
 import store as store_module
+from bench.ceiling_grants import CookieRefresh, Grants, TokenEndpoint
 from config import Config
 
 # The very functions the service shapes its bodies with: equal work on both sides.
@@ -18,7 +21,7 @@ from web import public_person, public_user
 
 
 class Constant:
-    """GET /verify and /health: constant JSON, the floor of any answer."""
+    """GET /auth/verify (and /verify, /health): constant JSON, the floor of any answer."""
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """{"status": "ok"}."""
@@ -64,6 +67,11 @@ def create_app() -> falcon.App:
     app = falcon.App()
     app.add_route("/health", Constant())
     app.add_route("/verify", Constant())
+    app.add_route("/auth/verify", Constant())
+    # The bench's TOTP secret (its MFA accounts share one): the code is checked, not unsealed.
+    grants = Grants(store, os.environ.get("BENCH_TOTP_SECRET"))
+    app.add_route("/auth/token", TokenEndpoint(grants))
+    app.add_route("/auth/session/refresh", CookieRefresh(grants))
     app.add_route("/users/{user_id}", UserById(store))
     app.add_route("/persons", PersonsPage(store))
     return app

@@ -5,13 +5,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import http.client
-import json
 import os
 import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from bench.report import WrkResult, parse_wrk
@@ -79,16 +78,22 @@ def run_wrk(
     return parse_wrk(done.stdout)
 
 
-class LoginPacer:
-    """POST /auth/token at a steady rate, open loop, while `running()`."""
+class Pacer:
+    """POSTs at a steady rate, open loop, while `running()`; `next_request(slot)` gives each
+    one's (path, JSON body), or None when there is nothing left to send (counted failed)."""
 
-    # Enough threads that logins slowed down to over a second each still keep the rate.
+    # Enough threads that requests slowed down to over a second each still keep the rate.
 
     def __init__(
-        self, base: str, bodies: Sequence[str], *, rate: float = 20.0, threads: int = 32
+        self,
+        base: str,
+        next_request: Callable[[int], tuple[str, dict] | None],
+        *,
+        rate: float = 20.0,
+        threads: int = 32,
     ) -> None:
         self.base = base
-        self.bodies = [json.loads(body) for body in bodies]
+        self.next_request = next_request
         self.rate = rate
         self.threads = threads
         self._lock = threading.Lock()
@@ -99,7 +104,7 @@ class LoginPacer:
 
     @contextlib.contextmanager
     def running(self) -> Iterator[None]:
-        """Send logins for as long as the block lasts, then wait for those in flight."""
+        """Send requests for as long as the block lasts, then wait for those in flight."""
         stop = threading.Event()
         started = time.monotonic()
         workers = [
@@ -111,20 +116,20 @@ class LoginPacer:
         try:
             yield
         finally:
-            # The rate is over the time logins were sent, not the wait for the last answers.
+            # The rate is over the time requests were sent, not the wait for the last answers.
             self.seconds += time.monotonic() - started
             stop.set()
             for worker in workers:
                 worker.join(timeout=15)
 
     def latency(self, percent: float) -> float:
-        """A percentile of the logins' latencies, in seconds."""
+        """A percentile of the requests' latencies, in seconds."""
         ordered = sorted(self.latencies) or [0.0]
         return ordered[min(len(ordered) - 1, int(len(ordered) * percent / 100))]
 
     @property
     def achieved_rate(self) -> float:
-        """Successful logins per second of sending."""
+        """Successful requests per second of sending."""
         return self.succeeded / self.seconds if self.seconds > 0 else 0.0
 
     def _send(self, index: int, started: float, stop: threading.Event) -> None:
@@ -133,18 +138,21 @@ class LoginPacer:
         slot = index
         try:
             while not stop.wait(max(0.0, started + slot / self.rate - time.monotonic())):
-                self._login(client, self.bodies[slot % len(self.bodies)])
+                with self._lock:
+                    request = self.next_request(slot)
+                self._post(client, request)
                 slot += self.threads
         finally:
             client.close()
 
-    def _login(self, client: Client, body: dict) -> None:
+    def _post(self, client: Client, request: tuple[str, dict] | None) -> None:
         began = time.monotonic()
-        try:
-            status, _ = client.request("POST", "/auth/token", body)
-        except (OSError, http.client.HTTPException):
-            client.close()  # the next request opens a fresh connection
-            status = 0
+        status = 0
+        if request is not None:
+            try:
+                status, _ = client.request("POST", *request)
+            except (OSError, http.client.HTTPException):
+                client.close()  # the next request opens a fresh connection
         with self._lock:
             self.latencies.append(time.monotonic() - began)
             if status == 200:

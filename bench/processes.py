@@ -28,6 +28,7 @@ class Gunicorn:
         *,
         app_uri: str | None = None,
         extra_args: Sequence[str] = (),
+        root: Path = ROOT,
     ) -> None:
         self.name = name
         self.port = free_port()
@@ -35,6 +36,7 @@ class Gunicorn:
         self.log_path = log_path
         self.app_uri = app_uri
         self.extra_args = list(extra_args)
+        self.root = root  # the checkout served (bench.ab may serve another commit's)
         self.process: subprocess.Popen | None = None
 
     @property
@@ -50,7 +52,7 @@ class Gunicorn:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 command,
-                cwd=ROOT,
+                cwd=self.root,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,

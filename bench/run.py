@@ -12,28 +12,28 @@ import os
 import platform
 import runpy
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 
+import pyotp
+
 from bench import report
-from bench.load import Load, LoginPacer, run_wrk
+from bench.load import Load, Pacer, run_wrk
 from bench.processes import BIN, ROOT, CpuMeter, Gunicorn, peak_rss_bytes, wait_until_idle
-from bench.seed import PASSWORD, Seeded, seed
+from bench.seed import PERSONS, Seeded, seed
+from bench.write_rows import BenchSecrets, PoolFeed
 
 LAST_TABLE = Path(__file__).resolve().parent / "last.md"
 DB_NAME = "tokenauth_bench"
 PACKAGES = ("falcon", "PyJWT", "pymongo", "gunicorn", "argon2-cffi", "cryptography", "secantusdb")
 # (row, path on the service, path on the ceiling); {user_id} is filled in after seeding.
 PAIRED_ROWS = (
-    ("verify", "/auth/verify", "/verify"),
+    ("verify", "/auth/verify", "/auth/verify"),
     ("me", "/users/me", "/users/{user_id}"),
     ("page", "/persons?limit=50", "/persons?limit=50"),
 )
@@ -63,6 +63,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="extra environment for service and ceiling (e.g. --env TOKENAUTH_SIGNING_ALG=HS256)",
     )
     parser.add_argument("--output", type=Path, default=LAST_TABLE, help="where the table goes")
+    parser.add_argument(
+        "--persons", type=int, default=PERSONS, help="persons seeded (the page row reads 50)"
+    )
     return parser.parse_args(argv)
 
 
@@ -76,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     for number in range(1, args.runs + 1):
         print(f"run {number} of {args.runs} (load {loads_seen[-1]})", flush=True)
-        runs.append(run_once(load, args.gunicorn_arg, dict(e.split("=", 1) for e in args.env)))
+        extra_env = dict(e.split("=", 1) for e in args.env)
+        runs.append(run_once(load, args.gunicorn_arg, extra_env, persons=args.persons))
         loads_seen.append(read_loadavg())
         if args.runs > 1:
             print(report.format_table(report.build_rows(runs[-1])), flush=True)
@@ -88,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run_once(load: Load, gunicorn_args: list[str], extra_env: dict[str, str]) -> report.Run:
+def run_once(
+    load: Load, gunicorn_args: list[str], extra_env: dict[str, str], *, persons: int = PERSONS
+) -> report.Run:
     """Start everything, measure every row, stop everything (also on errors and Ctrl-C)."""
     from embedded import EmbeddedServer  # the embedded extra is needed only here
 
@@ -101,9 +107,14 @@ def run_once(load: Load, gunicorn_args: list[str], extra_env: dict[str, str]) ->
         cleanup.callback(database.stop)
         env = {**service_env(database.start(), scratch / "service"), **extra_env}
         service = Gunicorn("service", env, scratch / "service.log", extra_args=gunicorn_args)
+        totp_secret = pyotp.random_base32()
         ceiling = Gunicorn(
             "ceiling",
-            {**env, "TOKENAUTH_DATA_DIR": str(scratch / "ceiling")},
+            {
+                **env,
+                "TOKENAUTH_DATA_DIR": str(scratch / "ceiling"),
+                "BENCH_TOTP_SECRET": totp_secret,
+            },
             scratch / "ceiling.log",
             app_uri="bench.ceiling:create_app()",
             extra_args=gunicorn_args,
@@ -112,8 +123,10 @@ def run_once(load: Load, gunicorn_args: list[str], extra_env: dict[str, str]) ->
             cleanup.callback(server.stop)
             server.start()
         try:
-            seeded = seed(service.base, env)
-            return measure(service, ceiling, database.process.pid, seeded, load)
+            seeded = seed(service.base, env, persons=persons)
+            made = BenchSecrets(service, seeded, scratch, totp_secret)
+            cleanup.callback(made.close)
+            return measure(service, ceiling, database.process.pid, seeded, load, made)
         except Exception:
             for server in (service, ceiling):
                 print(f"--- last lines of the {server.name} log", file=sys.stderr)
@@ -143,6 +156,7 @@ class Target:
     headers: tuple[str, ...] = ()
     env: dict[str, str] = dataclasses.field(default_factory=dict)
     alongside: Callable[[], AbstractContextManager] = contextlib.nullcontext
+    feed: PoolFeed | None = None
 
 
 class Rows:
@@ -154,7 +168,7 @@ class Rows:
         self.results: dict[str, report.WrkResult] = {}
         self.cpu: dict[str, tuple[float, float]] = {}
 
-    def interleave(self, *targets: Target, before_slice: Callable[[], object] = lambda: None):
+    def interleave(self, *targets: Target) -> None:
         """Warm each target up, then run their slices in turn: A B B A A B B A."""
         # Taking turns, a change in the machine's load, or in how wrk's connections happen to
         # spread over the workers (each slice connects anew), hits every target alike.
@@ -164,10 +178,12 @@ class Rows:
         count = self.load.slices_for(latency)
         for number in range(count):
             for target in targets if number % 2 == 0 else reversed(targets):
-                before_slice()
+                seconds = self.load.duration / count
+                env = self._prepare(target, seconds)
                 with meters[target.name].measuring(), target.alongside():
-                    slices[target.name].append(self._wrk(target, self.load.duration / count))
-                self._drain(target.server)
+                    result = self._wrk(target, seconds, env)
+                slices[target.name].append(result)
+                self._settle(target, env, result)
         for target in targets:
             self._record(target.name, report.combine(slices[target.name]), meters[target.name])
 
@@ -175,9 +191,23 @@ class Rows:
         """Warm the target up; its median latency (0 without a warm-up)."""
         if self.load.warmup <= 0:
             return 0.0
-        result = self._wrk(target, self.load.warmup)
-        self._drain(target.server)
+        env = self._prepare(target, self.load.warmup)
+        result = self._wrk(target, self.load.warmup, env)
+        self._settle(target, env, result)
         return result.p50
+
+    def _prepare(self, target: Target, seconds: float) -> dict[str, str]:
+        env = dict(target.env)
+        if target.feed is not None:
+            env.update(target.feed.env(max(1, round(seconds)), self.load.threads))
+            # Making the pool's secrets is database work: it must not land in the slice.
+            wait_until_idle(lambda: [self.database_pid])
+        return env
+
+    def _settle(self, target: Target, env: dict[str, str], result: report.WrkResult) -> None:
+        if target.feed is not None:
+            target.feed.settle(env, result)
+        self._drain(target.server)
 
     def _drain(self, server: Gunicorn) -> None:
         # wrk leaves requests in flight when it stops; the server finishes them regardless,
@@ -187,62 +217,104 @@ class Rows:
     def _meter(self, server: Gunicorn) -> CpuMeter:
         return CpuMeter({"server": server.pids, "database": lambda: [self.database_pid]})
 
-    def _wrk(self, target: Target, seconds: float) -> report.WrkResult:
+    def _wrk(self, target: Target, seconds: float, env: dict[str, str]) -> report.WrkResult:
         url = target.server.base + target.path
-        return run_wrk(url, self.load, seconds, headers=target.headers, env=target.env)
+        return run_wrk(url, self.load, seconds, headers=target.headers, env=env)
 
     def _record(self, name: str, result: report.WrkResult, meter: CpuMeter) -> None:
         requests = max(1, result.requests)
         self.results[name] = result
         self.cpu[name] = (meter.spent["server"] / requests, meter.spent["database"] / requests)
         server_ms, database_ms = (seconds * 1000 for seconds in self.cpu[name])
+        dry = f"  pool dry {result.pool_dry}" if result.pool_dry else ""
         print(
-            f"  {name:<18} {result.requests_per_second:8.1f} req/s"
+            f"  {name:<22} {result.requests_per_second:8.1f} req/s"
             f"  p50 {result.p50 * 1000:7.2f} ms  p99 {result.p99 * 1000:7.2f} ms"
-            f"  errors {result.errors}"
+            f"  errors {result.errors}{dry}"
             f"  CPU/request: server {server_ms:.2f} ms, database {database_ms:.2f} ms",
             flush=True,
         )
 
 
 def measure(
-    service: Gunicorn, ceiling: Gunicorn, database_pid: int, seeded: Seeded, load: Load
+    service: Gunicorn,
+    ceiling: Gunicorn,
+    database_pid: int,
+    seeded: Seeded,
+    load: Load,
+    secrets: BenchSecrets,
 ) -> report.Run:
     """Every row, each project row interleaved with its ceiling."""
     bearer = (f"Authorization: Bearer {seeded.user_token}",)
     check_same_bodies(service.base, ceiling.base, seeded)
     rows = Rows(load, database_pid)
+    # The ceiling gets the very request the service gets, Authorization header included:
+    # reading headers is part of a request's cost.
     for name, path, ceiling_path in PAIRED_ROWS:
         rows.interleave(
-            Target(f"{name} ceiling", ceiling, ceiling_path.format(user_id=seeded.user_id)),
+            Target(f"{name} ceiling", ceiling, ceiling_path.format(user_id=seeded.user_id), bearer),
             Target(name, service, path, bearer),
         )
-    hash_times: list[float] = []
-    parallel_hash_rate = argon2_parallel_rate(os.cpu_count() or 1)
     logins = {"BENCH_LOGIN_BODIES": "\n".join(seeded.login_bodies)}
     rows.interleave(
+        Target("login ceiling", ceiling, "/auth/token", env=logins),
         Target("login", service, "/auth/token", env=logins),
-        before_slice=lambda: hash_times.extend(argon2_hash_times()),
     )
-    pacer = LoginPacer(service.base, seeded.login_bodies, rate=report.MIXED_LOGIN_RATE)
-    rows.interleave(
-        Target("verify alone", service, "/auth/verify", bearer),
-        Target("mixed", service, "/auth/verify", bearer, alongside=pacer.running),
-    )
-    print(
-        f"  paced logins: {pacer.achieved_rate:.1f}/s, {pacer.failed} failed,"
-        f" p50 {pacer.latency(50) * 1000:.0f} ms, p99 {pacer.latency(99) * 1000:.0f} ms",
-        flush=True,
-    )
+    # The mixed row before the rows that spend secrets: on the embedded server a rotation
+    # costs in proportion to the sessions (BENCHMARKS.md, "refresh"), and those rows' pools
+    # leave thousands behind, which would load the mixed row's refreshes with the bench's own
+    # leftovers rather than with what its logins made.
+    login_pacer, refresh_pacer = measure_mixed(rows, service, seeded, load, secrets, bearer)
+    for name, path, headers, feed in secrets.write_rows():
+        rows.interleave(
+            Target(f"{name} ceiling", ceiling, path, headers, feed=feed),
+            Target(name, service, path, headers, feed=feed),
+        )
     return report.Run(
         results=rows.results,
-        hash_seconds=statistics.median(hash_times),
-        cores=os.cpu_count() or 1,
-        parallel_hashes_per_second=parallel_hash_rate,
         peak_rss_bytes=max(peak_rss_bytes(pid) for pid in service.worker_pids()),
-        paced_logins_per_second=pacer.achieved_rate,
+        paced_logins_per_second=login_pacer.achieved_rate,
+        paced_refreshes_per_second=refresh_pacer.achieved_rate,
         cpu_per_request=rows.cpu,
     )
+
+
+def measure_mixed(
+    rows: Rows,
+    service: Gunicorn,
+    seeded: Seeded,
+    load: Load,
+    secrets: BenchSecrets,
+    bearer: tuple[str, ...],
+) -> tuple[Pacer, Pacer]:
+    """Verify alone and verify beside paced logins and refreshes, in turns; the pacers."""
+    login_pacer = Pacer(
+        service.base,
+        lambda slot: (
+            "/auth/token",
+            json.loads(seeded.login_bodies[slot % len(seeded.login_bodies)]),
+        ),
+        rate=report.MIXED_LOGIN_RATE,
+    )
+    refresh_pacer = secrets.refresh_pacer(service.base, rate=report.MIXED_REFRESH_RATE)
+
+    @contextlib.contextmanager
+    def paced() -> Iterator[None]:
+        with login_pacer.running(), refresh_pacer.running():
+            yield
+
+    secrets.refreshes.ensure(int(report.MIXED_REFRESH_RATE * (load.duration + 2) * 2) + 20)
+    rows.interleave(
+        Target("verify alone", service, "/auth/verify", bearer),
+        Target("mixed", service, "/auth/verify", bearer, alongside=paced),
+    )
+    for what, pacer in (("logins", login_pacer), ("refreshes", refresh_pacer)):
+        print(
+            f"  paced {what}: {pacer.achieved_rate:.1f}/s, {pacer.failed} failed,"
+            f" p50 {pacer.latency(50) * 1000:.0f} ms, p99 {pacer.latency(99) * 1000:.0f} ms",
+            flush=True,
+        )
+    return login_pacer, refresh_pacer
 
 
 def check_same_bodies(service_base: str, ceiling_base: str, seeded: Seeded) -> None:
@@ -262,50 +334,6 @@ def get_json(url: str, token: str | None = None) -> object:
         request.add_header("Authorization", f"Bearer {token}")
     with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
         return json.loads(answer.read())
-
-
-def argon2_hash_times(samples: int = 6) -> list[float]:
-    """Times of single argon2id verifications at the service's parameters, in this process."""
-    from passwords import PasswordHasher
-
-    hasher = PasswordHasher()
-    password_hash = hasher.hash(PASSWORD)
-    times = []
-    for _ in range(samples):
-        began = time.perf_counter()
-        hasher.verify(password_hash, PASSWORD)
-        times.append(time.perf_counter() - began)
-    return times
-
-
-def argon2_parallel_rate(threads: int, seconds: float = 1.0) -> float:
-    """argon2id verifications per second with `threads` threads hashing at once."""
-    import argon2
-
-    import passwords
-
-    hasher = argon2.PasswordHasher(
-        time_cost=passwords.OWASP_TIME_COST,
-        memory_cost=passwords.OWASP_MEMORY_COST,
-        parallelism=passwords.OWASP_PARALLELISM,
-        type=argon2.Type.ID,
-    )
-    password_hash = hasher.hash(PASSWORD)
-    done = [0] * threads
-    deadline = time.perf_counter() + seconds
-
-    def hash_until_deadline(index: int) -> None:
-        while time.perf_counter() < deadline:
-            hasher.verify(password_hash, PASSWORD)
-            done[index] += 1
-
-    began = time.perf_counter()
-    workers = [threading.Thread(target=hash_until_deadline, args=(i,)) for i in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-    return sum(done) / (time.perf_counter() - began)
 
 
 # -- the record of the run --------------------------------------------------------------

@@ -98,8 +98,8 @@ def create_admin(env: dict[str, str]) -> None:
         raise SeedError(f"tokenauth create-user failed: {done.stderr.strip()}")
 
 
-def seed(base: str, env: dict[str, str]) -> Seeded:
-    """An admin, LOGIN_USERS ordinary users and PERSONS persons; the first user's token."""
+def seed(base: str, env: dict[str, str], *, persons: int = PERSONS) -> Seeded:
+    """An admin, LOGIN_USERS ordinary users and `persons` persons; the first user's token."""
     create_admin(env)
     client = Client(base)
     try:
@@ -111,7 +111,8 @@ def seed(base: str, env: dict[str, str]) -> Seeded:
         user_token = login(client, USERNAMES[0])
     finally:
         client.close()
-    create_persons(base, admin_token, PERSONS)
+    if persons:
+        create_persons(base, admin_token, persons)
     return Seeded(
         user_id=users[0]["id"],
         user_token=user_token,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import subprocess
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -46,6 +48,7 @@ def test_defaults_are_the_contract_defaults():
     assert config.login_window == 900
     assert config.password_min_length == 15
     assert config.password_grant is True
+    assert config.access_log is False
 
 
 @pytest.mark.parametrize(("value", "expected"), [("false", False), ("0", False), ("on", True)])
@@ -57,6 +60,16 @@ def test_a_password_grant_switch_that_is_not_a_boolean_names_the_variable():
     with pytest.raises(ConfigError) as raised:
         Config.from_env({"TOKENAUTH_PASSWORD_GRANT": "maybe"})
     assert str(raised.value) == "TOKENAUTH_PASSWORD_GRANT: not true or false: 'maybe'"
+
+
+@pytest.mark.parametrize(("value", "expected"), [("on", True), ("true", True), ("off", False)])
+def test_the_access_log_switch_is_read(value, expected):
+    assert Config.from_env({"TOKENAUTH_ACCESS_LOG": value}).access_log is expected
+
+
+def test_an_access_log_switch_that_is_not_a_boolean_names_the_variable():
+    error = config_error({"TOKENAUTH_ACCESS_LOG": "verbose"})
+    assert str(error) == "TOKENAUTH_ACCESS_LOG: not true or false: 'verbose'"
 
 
 def test_keys_dir_follows_the_data_dir():
@@ -293,3 +306,30 @@ def test_cli_refuses_a_bad_configuration_in_one_line(mongo_uri, db_name, db, tmp
     assert_one_line_naming(result, variable)
     assert result.stdout == b""
     assert db.users.count_documents({}) == 0
+
+
+# -- the access log under real gunicorn --------------------------------------------------
+def _access_lines(base: str, tmp_path: Path) -> list[str]:
+    """The access-log lines gunicorn wrote for one GET /auth/policy (start-up polls /health)."""
+    port = base.rsplit(":", 1)[1]
+    with urllib.request.urlopen(f"{base}/auth/policy", timeout=10) as answer:  # noqa: S310
+        assert answer.status == 200
+    log = tmp_path / f"gunicorn-{port}.log"
+    # gunicorn writes the line after the answer: wait for it (or for nothing, when off).
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        lines = [line for line in log.read_text().splitlines() if '"GET /auth/policy"' in line]
+        if lines:
+            return lines
+        time.sleep(0.1)
+    return []
+
+
+def test_gunicorn_writes_no_access_log_by_default(gunicorn_server, tmp_path):
+    assert _access_lines(gunicorn_server(), tmp_path) == []
+
+
+def test_gunicorn_writes_an_access_line_a_request_when_asked(gunicorn_server, tmp_path):
+    (line,) = _access_lines(gunicorn_server({"TOKENAUTH_ACCESS_LOG": "on"}), tmp_path)
+    assert line.startswith('127.0.0.1 "GET /auth/policy" 200 ')
+    assert line.endswith("ms")

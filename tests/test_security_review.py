@@ -358,7 +358,7 @@ def test_a_session_keeps_a_bounded_number_of_retired_tokens_and_refreshes_are_li
 
 # -- 7. control characters never reach a log line -----------------------------------------
 def test_a_newline_in_the_path_does_not_forge_an_access_log_line(gunicorn_server, tmp_path):
-    base = gunicorn_server()
+    base = gunicorn_server({"TOKENAUTH_ACCESS_LOG": "on"})
     port = base.rsplit(":", 1)[1]
     with socket.create_connection(("127.0.0.1", int(port)), timeout=5) as conn:
         conn.sendall(
