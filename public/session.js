@@ -113,7 +113,8 @@ export async function callApi(send) {
 // The token is good but its sign-in too old or too weak: sign in again on this session, retry once.
 async function stepUpAndRetry(refusal, send) {
   if (!(await confirmIdentity(refusal.challenge))) {
-    throw new api.ApiError(api.STEP_UP_NEEDED, { status: 401, code: refusal.code });
+    // Declined; or the session ended meanwhile, and the login form already says so.
+    throw new api.ApiError(api.STEP_UP_NEEDED, { status: 401, code: refusal.code, handled: !user });
   }
   try {
     return await send(accessToken);

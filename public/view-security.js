@@ -2,7 +2,7 @@
 // (the QR code, the secret key as text, a code to confirm), the recovery codes left and a new
 // set, turning the app off. Actions that need a fresh sign-in get the "Confirm it is you"
 // dialog through callApi like every other call. Passkeys have their own section,
-// #passkeys-section, which their own module fills.
+// #passkeys-section, which their own module fills through addSecuritySection.
 
 import * as api from './api.js';
 import { clearFormErrors, failLocally, reportFormError } from './forms.js';
@@ -15,6 +15,20 @@ const SECRET_GROUP = 4; // "ABCD EFGH ...": easier to type; apps ignore the spac
 
 let status = null; // GET /users/me/mfa
 let seq = 0;
+const sections = []; // other parts of the page (passkeys) shown from the same status
+
+/**
+ * Lets another part of the page show from each GET /users/me/mfa: `show(status)` after every
+ * load, `clear()` when the page is left or the person logs out.
+ */
+export function addSecuritySection({ show, clear }) {
+  sections.push({ show, clear });
+}
+
+/** Loads the status again (after another section changed a factor) and shows it. */
+export function reloadSecurity() {
+  return loadStatus();
+}
 
 /** Wires every button and form of the page. */
 export function wireSecurity() {
@@ -47,6 +61,7 @@ export function clearSecurity() {
   $('totp-state').textContent = '';
   $('recovery-codes-state').textContent = '';
   for (const id of ['totp-start', 'totp-remove', 'recovery-codes-regenerate']) $(id).hidden = true;
+  for (const section of sections) section.clear();
 }
 
 async function loadStatus() {
@@ -84,6 +99,7 @@ function render() {
     ? `${left === 1 ? '1 code is' : `${left} codes are`} left.`
     : 'You get ten recovery codes when you set up an authenticator app.';
   $('recovery-codes-regenerate').hidden = !hasFactor() || recoveryCodesShown();
+  for (const section of sections) section.show(status);
 }
 
 /* ---------- setting up the app ---------- */
