@@ -17,11 +17,13 @@ from urllib.parse import urlsplit
 import pyotp
 import pytest
 import requests
-from helpers import PASSWORD, bearer
-from test_browser import (  # noqa: F401 - `browser` is a fixture used through open_mfa_tab
+from helpers import ADMIN_PASSWORD, PASSWORD, bearer
+from test_browser import (  # noqa: F401 - `browser` and `create_admin` are fixtures
+    ADMIN,
     FAILED_LOAD,
     Tab,
     browser,
+    create_admin,
     expect_logged_in,
     expect_login_form,
     log_in,
@@ -88,13 +90,13 @@ def register(base: str, username: str) -> None:
     assert created.status_code == 201, created.text
 
 
-def enable_totp_by_api(base: str, username: str) -> dict:
+def enable_totp_by_api(base: str, username: str, password: str = PASSWORD) -> dict:
     """TOTP on through the API, as another device would: the secret, the recovery codes, the
     confirming code's step (spent) and the refresh token of that API session."""
     for _ in range(5):
         login = requests.post(
             f"{base}/auth/token",
-            json={"grant_type": "password", "username": username, "password": PASSWORD},
+            json={"grant_type": "password", "username": username, "password": password},
             timeout=30,
         ).json()
         started = requests.post(
@@ -228,6 +230,25 @@ def test_enrol_totp_in_the_security_view_then_log_in_with_a_code(gunicorn_server
     tab.assert_no_token_readable()
     logins = [c[2] for c in tab.calls if c[:2] == ("POST", "/auth/session")]
     assert logins[-3:] == [403, 400, 200]
+
+    # Signed in with both factors just now: new codes and turning the app off need no dialog.
+    open_security(tab)
+    page.get_by_role("button", name="Regenerate recovery codes").click()
+    expect(codes).to_have_count(10)
+    renewed = [text.strip() for text in codes.all_text_contents()]
+    assert not set(renewed) & set(shown), "a new set"
+    expect(page.get_by_role("button", name="Regenerate recovery codes")).to_be_hidden()
+    page.get_by_role("button", name="I have saved them").click()
+    expect(page.locator("#recovery-codes-state")).to_have_text("10 codes are left.")
+    page.get_by_role("button", name="Turn off the authenticator app").click()
+    expect(page.get_by_role("button", name="Keep it")).to_be_focused()
+    page.get_by_role("button", name="Turn it off").click()
+    expect(page.locator("#totp-state")).to_have_text("Off: logging in needs your password only.")
+    expect(page.locator("#toast")).to_have_text(
+        "The authenticator app is off: logging in needs your password only."
+    )
+    expect(page.get_by_role("dialog", name="Confirm it is you")).to_be_hidden()
+    assert not [c for c in tab.calls if c[1].startswith("/users/me/mfa") and c[2] == 401]
     tab.assert_clean()
 
 
@@ -372,5 +393,49 @@ def test_step_up_asks_to_confirm_it_is_you_and_retries(gunicorn_server, open_mfa
         timeout=30,
     )
     assert other.status_code == 400, "the API's session was ended"
+    tab.assert_no_token_readable()
+    tab.assert_clean()
+
+
+def test_an_admin_write_asks_for_the_second_factor_over_the_persons_dialog(
+    gunicorn_server,
+    create_admin,  # noqa: F811 - the fixture
+    open_mfa_tab,
+):
+    base = gunicorn_server()
+    create_admin()
+    tab = open_mfa_tab(base, "mfa-admin")
+    page = tab.page
+    page.goto("/")
+    log_in(tab, ADMIN, ADMIN_PASSWORD)
+    expect_logged_in(tab, ADMIN)
+    # Meanwhile the admin turns TOTP on elsewhere: this page's sign-in has one factor only,
+    # and admin writes need two once the admin has them (TOKENAUTH_ADMIN_REQUIRES_MFA).
+    factor = enable_totp_by_api(base, ADMIN, ADMIN_PASSWORD)
+
+    page.locator("#add-person").click()
+    person = page.get_by_role("dialog", name="Add a person")
+    person.get_by_label("Name").fill("Katherine Johnson")
+    person.get_by_label("Email").fill("katherine@example.org")
+    person.get_by_role("button", name="Add person").click()
+    confirm = page.get_by_role("dialog", name="Confirm it is you")
+    expect(confirm).to_be_visible()
+    expect(page.locator("#step-up-lead")).to_contain_text("with your second factor")
+    expect(confirm.get_by_label("Password")).to_be_focused()
+    tab.shot("35-step-up-admin-write")
+    calls_before = len(tab.calls)
+    confirm.get_by_label("Password").fill(ADMIN_PASSWORD)
+    code, _ = totp_code(factor["secret"], factor["step"])
+    confirm.get_by_label("Code from your authenticator app").fill(code)
+    confirm.get_by_label("Code from your authenticator app").press("Enter")
+    expect(confirm).to_be_hidden()
+    expect(person).to_be_hidden()
+    expect(page.locator("#toast")).to_have_text("Added Katherine Johnson.")
+    expect(page.locator("#persons-body td.name").first).to_have_text("Katherine Johnson")
+    assert [c[:3] for c in tab.calls[calls_before:]][:3] == [
+        ("POST", "/auth/session", 403),
+        ("POST", "/auth/session", 200),
+        ("POST", "/persons", 201),
+    ]
     tab.assert_no_token_readable()
     tab.assert_clean()
