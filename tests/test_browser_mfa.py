@@ -20,8 +20,11 @@ import requests
 from helpers import ADMIN_PASSWORD, PASSWORD, bearer
 from test_browser import (  # noqa: F401 - `browser` and `create_admin` are fixtures
     ADMIN,
+    DESKTOP,
     FAILED_LOAD,
+    PHONE,
     Tab,
+    assert_fits,
     browser,
     create_admin,
     expect_logged_in,
@@ -192,6 +195,10 @@ def test_enrol_totp_in_the_security_view_then_log_in_with_a_code(gunicorn_server
         "On: logging in asks for a code from your authenticator app after the password."
     )
     tab.shot("31-recovery-codes")
+    page.set_viewport_size(PHONE)
+    assert_fits(page, PHONE["width"])
+    tab.shot("31-recovery-codes-360")
+    page.set_viewport_size(DESKTOP)
     with page.expect_download() as download:
         page.get_by_role("button", name="Download").click()
     assert download.value.suggested_filename == "tokenauth-recovery-codes.txt"
@@ -213,6 +220,9 @@ def test_enrol_totp_in_the_security_view_then_log_in_with_a_code(gunicorn_server
     expect(otp).to_have_attribute("autocomplete", "one-time-code")
     expect(otp).to_have_attribute("inputmode", "numeric")
     tab.shot("32-login-code")
+    page.set_viewport_size(PHONE)
+    assert_fits(page, PHONE["width"])
+    page.set_viewport_size(DESKTOP)
 
     # A wrong code: the service's sentence, and the step stays for another try.
     enter_login_code(tab, wrong_code(secret))
