@@ -1,11 +1,13 @@
-// The logged-out view's two forms: logging in, and creating an account (which then logs in),
-// with the rules of the service's policy checked before anything is sent.
+// The logged-out view's two forms: logging in (with a second step, view-login-code.js, for an
+// account with a second factor), and creating an account (which then logs in), with the rules
+// of the service's policy checked before anything is sent.
 
 import * as api from './api.js';
 import { clearFormErrors, failLocally, formAlert, refreshCounters, reportFormError } from './forms.js';
 import { currentPolicy, passwordProblem, usernameProblem } from './policy.js';
 import { logIn } from './session.js';
 import { $, announce, focusElement, holdOff, setBusy } from './ui.js';
+import { startLoginCode } from './view-login-code.js';
 import { enterApp } from './view-shell.js';
 
 /** Wires both forms. */
@@ -14,9 +16,11 @@ export function wireAuthForms() {
   $('register-form').addEventListener('submit', onRegisterSubmit);
 }
 
+// Logs in and shows the app; or, for an account with a second factor, shows the code step.
 async function logInAndEnter(username, password) {
-  await logIn(username, password);
-  await enterApp();
+  const secondStep = await logIn(username, password);
+  if (secondStep) startLoginCode(username, secondStep);
+  else await enterApp();
 }
 
 /* ---------- logging in ---------- */
