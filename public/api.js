@@ -71,6 +71,36 @@ export function sessionSecondFactor(mfaToken, proof, value) {
   return request('POST', '/auth/session', { body: { mfa_token: mfaToken, [proof]: value }, cookie: true });
 }
 
+/** POST /auth/session with a passkey alone: a passwordless sign-in (`challenge_id` from passkeyRequestOptions). */
+export function sessionPasskey(passkey, challengeId) {
+  return request('POST', '/auth/session', { body: { passkey, challenge_id: challengeId }, cookie: true });
+}
+
+/** POST /auth/passkey/options: `{options, challenge_id}` for navigator.credentials.get(); with an mfa_token, for that login's passkeys. */
+export function passkeyRequestOptions(mfaToken = null) {
+  return request('POST', '/auth/passkey/options', { body: mfaToken ? { mfa_token: mfaToken } : {} });
+}
+
+/** POST /users/me/passkeys/options: creation options for navigator.credentials.create(), with their `challenge_id`. */
+export function passkeyCreationOptions(token) {
+  return request('POST', '/users/me/passkeys/options', { token });
+}
+
+/** POST /users/me/passkeys: keeps the new passkey; 201 `{id, name, created_at, last_used_at}`. */
+export function addPasskey(token, credential, name, challengeId) {
+  return request('POST', '/users/me/passkeys', { body: { credential, name, challenge_id: challengeId }, token });
+}
+
+/** PATCH /users/me/passkeys/{id}: a new name. */
+export function renamePasskey(token, id, name) {
+  return request('PATCH', `/users/me/passkeys/${encodeURIComponent(id)}`, { body: { name }, token });
+}
+
+/** DELETE /users/me/passkeys/{id}: 204 (needs a recent sign-in with the second factor). */
+export function removePasskey(token, id) {
+  return request('DELETE', `/users/me/passkeys/${encodeURIComponent(id)}`, { token });
+}
+
 /** POST /auth/session/refresh: rotates the session cookie and answers a new access token. */
 export function sessionRefresh() {
   return request('POST', '/auth/session/refresh', { cookie: true });

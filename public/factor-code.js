@@ -63,6 +63,7 @@ export function recoveryCodesLeft(left) {
 
 /** What to do after a refused code of this kind. */
 export function tryAgainHint(proof) {
+  if (proof === 'passkey') return 'Try again with a passkey of this account.';
   return proof === 'otp'
     ? 'Type the code your app shows now (each code works once).'
     : 'Check the code you saved; each recovery code works once.';

@@ -10,6 +10,7 @@ import { wireAccount } from './view-account.js';
 import { wireAuthForms } from './view-auth.js';
 import { wireEmail } from './view-email.js';
 import { wireLoginCode } from './view-login-code.js';
+import { wirePasskeys } from './view-passkeys.js';
 import { startEdit, wirePersonForm } from './view-person-form.js';
 import { wirePersonsList } from './view-persons.js';
 import { wireRecovery } from './view-recovery.js';
@@ -83,6 +84,7 @@ function start() {
   wirePersonForm();
   wireAccount({ onAccountDeleted });
   wireSecurity();
+  wirePasskeys();
   wireUsers();
   wireRecovery({ onPasswordReset });
   wireEmail({ onVerifiedFromLink });

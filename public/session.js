@@ -5,6 +5,7 @@
 // and a route asking for a fresher sign-in (step-up, RFC 9470) to the one that asks the person.
 
 import * as api from './api.js';
+import { getPasskey } from './passkeys.js';
 
 const ADMIN_ROLE = 'admin';
 
@@ -60,6 +61,19 @@ export async function logInSecondStep(mfaToken, proof, value) {
   delete extras.token_type;
   delete extras.expires_in;
   return extras;
+}
+
+/** Signs in with a passkey alone (a discoverable credential): the browser asks for it. */
+export async function logInWithPasskey() {
+  const { options, challenge_id: challengeId } = await api.passkeyRequestOptions();
+  const assertion = await getPasskey(options);
+  accessToken = (await api.sessionPasskey(assertion, challengeId)).access_token;
+}
+
+/** Finishes a two-step login (or a step-up's second step) with one of the account's passkeys. */
+export async function logInSecondStepWithPasskey(mfaToken) {
+  const { options } = await api.passkeyRequestOptions(mfaToken);
+  return logInSecondStep(mfaToken, 'passkey', await getPasskey(options));
 }
 
 /**

@@ -5,7 +5,8 @@
 import * as api from './api.js';
 import { clearFormErrors, failLocally, formAlert, refreshCounters, reportFormError } from './forms.js';
 import { currentPolicy, passwordProblem, usernameProblem } from './policy.js';
-import { logIn } from './session.js';
+import { passkeyFailure } from './passkeys.js';
+import { logIn, logInWithPasskey } from './session.js';
 import { $, announce, focusElement, holdOff, setBusy } from './ui.js';
 import { startLoginCode } from './view-login-code.js';
 import { enterApp } from './view-shell.js';
@@ -13,6 +14,7 @@ import { enterApp } from './view-shell.js';
 /** Wires both forms. */
 export function wireAuthForms() {
   $('login-form').addEventListener('submit', onLoginSubmit);
+  $('login-passkey').addEventListener('click', onPasskeySignIn);
   $('register-form').addEventListener('submit', onRegisterSubmit);
 }
 
@@ -47,6 +49,30 @@ async function onLoginSubmit(event) {
     done();
     loginFailed(form, err);
     if (err.status === 429) holdOff(submit, err.retryAfter, form.elements.username);
+  }
+}
+
+// A passwordless sign-in: the browser offers this site's passkeys (discoverable credentials).
+async function onPasskeySignIn() {
+  const form = $('login-form');
+  clearFormErrors(form);
+  announce('');
+  const button = $('login-passkey');
+  const done = setBusy(button, 'Waiting for your passkey…');
+  try {
+    await logInWithPasskey();
+    await enterApp();
+    form.reset();
+  } catch (err) {
+    if (err instanceof api.ApiError) {
+      if (!err.handled) formAlert(form, err.status === 400 ? `${api.sentence(err.said)} Try again, or log in with your password.` : err.message);
+      if (err.status === 429) holdOff(button, err.retryAfter);
+    } else {
+      formAlert(form, passkeyFailure(err));
+    }
+    focusElement(form.querySelector('[data-form-alert]'));
+  } finally {
+    done();
   }
 }
 

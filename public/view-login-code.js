@@ -3,10 +3,11 @@
 // recovery code), sent with the attempt's mfa_token. A wrong code keeps the step; an attempt
 // that expired (5 minutes) or can no longer finish goes back to the password.
 
-import { sentence } from './api.js';
+import { ApiError, sentence } from './api.js';
 import { factorInput, readFactorCode, recoveryCodesLeft, resetFactorCode, tryAgainHint, wireFactorCode } from './factor-code.js';
 import { clearFormErrors, failLocally, formAlert } from './forms.js';
-import { logInSecondStep } from './session.js';
+import { passkeyFailure } from './passkeys.js';
+import { logInSecondStep, logInSecondStepWithPasskey } from './session.js';
 import { $, announce, focusElement, holdOff, setBusy } from './ui.js';
 import { enterApp } from './view-shell.js';
 
@@ -21,6 +22,45 @@ export function wireLoginCode() {
   wireFactorCode(form);
   form.addEventListener('submit', onCodeSubmit);
   $('login-code-back').addEventListener('click', () => backToPassword(''));
+  $('login-code-passkey').addEventListener('click', onPasskey);
+}
+
+// Shows the typed-code fields only when the account has a code to type, and "Use a passkey"
+// when it has a passkey.
+function showMethods(form, methods) {
+  const codes = methods.some((m) => m === 'otp' || m === 'recovery_code');
+  if (!codes) for (const field of form.querySelectorAll('[data-factor]')) field.hidden = true;
+  form.querySelector('[data-factor-switch]').parentElement.hidden = !codes;
+  $('login-code-submit').hidden = !codes;
+  $('login-code-passkey').hidden = !methods.includes('passkey');
+  $('login-code-heading').textContent = codes ? 'Enter your code' : 'Use your passkey';
+  $('login-code-lead').textContent = codes
+    ? 'Your password was right. Your account also has a second factor: enter the code it shows.'
+    : 'Your password was right. Your account also has a passkey: use it to finish logging in.';
+}
+
+async function onPasskey() {
+  const form = $('login-code-form');
+  clearFormErrors(form);
+  if (!attempt) { backToPassword(STARTED_OVER); return; }
+  const button = $('login-code-passkey');
+  const done = setBusy(button, 'Waiting for your passkey…');
+  try {
+    await logInSecondStepWithPasskey(attempt.mfaToken);
+    await enterApp();
+  } catch (err) {
+    done();
+    if (err instanceof ApiError) {
+      codeRefused(form, 'passkey', err);
+      if (err.status === 429) holdOff(button, err.retryAfter);
+    } else {
+      formAlert(form, passkeyFailure(err));
+      focusElement(button);
+    }
+    return;
+  }
+  done();
+  clearLoginCode();
 }
 
 /** Shows the second step in place of the login form, focus on the code. */
@@ -29,10 +69,11 @@ export function startLoginCode(username, { mfaToken, methods }) {
   const form = $('login-code-form');
   clearFormErrors(form);
   resetFactorCode(form, methods);
+  showMethods(form, methods);
   $('login-form').hidden = true;
   form.hidden = false;
   announce('');
-  focusElement(factorInput(form));
+  focusElement($('login-code-submit').hidden ? $('login-code-passkey') : factorInput(form));
 }
 
 /** Back to the first step (also when the person logs out or the view is left). */
@@ -41,6 +82,7 @@ export function clearLoginCode() {
   const form = $('login-code-form');
   clearFormErrors(form);
   resetFactorCode(form);
+  showMethods(form, ['otp', 'recovery_code']);
   form.hidden = true;
   $('login-form').hidden = false;
 }
@@ -95,9 +137,11 @@ function codeRefused(form, proof, err) {
     backToPassword(STARTED_OVER);
     return;
   }
-  const input = form.elements.namedItem(proof);
-  input.value = '';
-  input.setAttribute('aria-invalid', 'true');
+  const input = form.elements.namedItem(proof) || $('login-code-passkey');
+  if (proof !== 'passkey') {
+    input.value = '';
+    input.setAttribute('aria-invalid', 'true');
+  }
   const said = err.status === 400 && err.said ? `${sentence(err.said)} ${tryAgainHint(proof)}` : err.message;
   formAlert(form, said);
   focusElement(input);
