@@ -4,10 +4,11 @@
 // browser's session cookie, which re-authenticates that session rather than opening another;
 // session.js then retries the refused call once.
 
-import { sentence } from './api.js';
+import { ApiError, sentence } from './api.js';
 import { factorInput, readFactorCode, recoveryCodesLeft, resetFactorCode, tryAgainHint, wireFactorCode } from './factor-code.js';
 import { clearFormErrors, failLocally, formAlert } from './forms.js';
-import { currentUser, logIn, logInSecondStep } from './session.js';
+import { passkeyFailure } from './passkeys.js';
+import { currentUser, logIn, logInSecondStep, logInSecondStepWithPasskey } from './session.js';
 import { $, focusElement, holdOff, setBusy, toast } from './ui.js';
 
 const STARTED_OVER = 'That confirmation was not finished in time. Enter your password again.';
@@ -22,6 +23,7 @@ export function wireStepUp() {
   wireFactorCode(form);
   form.addEventListener('submit', onSubmit);
   $('step-up-cancel').addEventListener('click', () => finish(false));
+  $('step-up-passkey').addEventListener('click', onPasskey);
   // Escape closes a modal dialog by itself: that is a Cancel too.
   $('step-up-dialog').addEventListener('close', () => finish(false));
 }
@@ -38,6 +40,9 @@ export function confirmItIsYou(challenge) {
     resetFactorCode(form);
     $('step-up-password-field').hidden = false;
     $('step-up-factor').hidden = !needsFactor;
+    $('step-up-passkey').hidden = true;
+    $('step-up-submit').hidden = false;
+    form.querySelector('[data-factor-switch]').parentElement.hidden = false;
     $('step-up-lead').textContent = leadText(challenge, needsFactor);
     $('step-up-dialog').showModal();
     focusElement(form.elements.password);
@@ -80,7 +85,9 @@ async function onSubmit(event) {
   clearFormErrors(form);
   const factorShown = !$('step-up-factor').hidden;
   const password = form.elements.password.value; // never trimmed: spaces count
-  const code = factorShown ? readFactorCode(form) : null;
+  // Before the password is accepted an empty code waits: the account may have a passkey only.
+  const typed = factorShown && factorInput(form).value.trim() !== '';
+  const code = factorShown && (typed || mine.mfaToken) ? readFactorCode(form) : null;
   const problems = [];
   if (!mine.mfaToken && !password) problems.push({ field: 'password', message: 'Enter your password.' });
   if (code && code.problem) problems.push(code.problem);
@@ -117,8 +124,35 @@ function passwordAccepted(form) {
 
 function askForCode(form, methods) {
   resetFactorCode(form, methods);
+  const codes = methods.some((m) => m === 'otp' || m === 'recovery_code');
+  if (!codes) for (const field of form.querySelectorAll('[data-factor]')) field.hidden = true;
+  form.querySelector('[data-factor-switch]').parentElement.hidden = !codes;
+  $('step-up-submit').hidden = !codes;
+  $('step-up-passkey').hidden = !methods.includes('passkey');
+  if (!codes) $('step-up-lead').textContent = 'Your password was right. Now use your passkey.';
   $('step-up-factor').hidden = false;
-  focusElement(factorInput(form));
+  focusElement(codes ? factorInput(form) : $('step-up-passkey'));
+}
+
+// The second step with one of the account's passkeys (options bound to this login's mfa_token).
+async function onPasskey() {
+  const mine = pending;
+  if (!mine || !mine.mfaToken) return;
+  const form = $('step-up-form');
+  clearFormErrors(form);
+  const button = $('step-up-passkey');
+  const done = setBusy(button, 'Waiting for your passkey…');
+  try {
+    await logInSecondStepWithPasskey(mine.mfaToken);
+    done();
+    finish(true);
+  } catch (err) {
+    done();
+    if (mine !== pending) return;
+    if (err instanceof ApiError) refused(form, err, null);
+    else formAlert(form, passkeyFailure(err));
+    if (err.status === 429) holdOff(button, err.retryAfter);
+  }
 }
 
 function refused(form, err, code) {
