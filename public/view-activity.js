@@ -28,6 +28,10 @@ const EVENT_SENTENCES = {
   totp_removed: 'Authenticator app turned off',
   recovery_code_used: 'Signed in with a recovery code',
   recovery_codes_regenerated: 'New recovery codes made; the old ones stopped working',
+  passkey_added: 'Passkey added',
+  passkey_removed: 'Passkey removed',
+  passkey_used: 'Signed in with a passkey',
+  passkey_sign_count_regressed: 'A passkey was refused: its counter went back, which may mean it was copied',
 };
 
 let next = null;
