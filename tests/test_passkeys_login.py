@@ -4,6 +4,8 @@ and cookie), amr/acr, counters, single-use challenges, throttling, and real guni
 from __future__ import annotations
 
 import json
+import logging
+import threading
 
 import jwt
 import pytest
@@ -381,3 +383,85 @@ def test_a_cookie_login_with_a_password_and_an_empty_passkey_is_a_password_login
     body = {"username": "alice", "password": PASSWORD, "passkey": ""}
     answer = app.post("/auth/session", body, headers=SAME_ORIGIN, status=403)
     assert answer.json["mfa_methods"] == ["passkey"]
+
+
+def at_once(posts: list[tuple[str, dict]]) -> list[int]:
+    """POST each (url, JSON body) from its own thread, released together: the statuses."""
+    barrier = threading.Barrier(len(posts))
+    statuses: list[int | None] = [None] * len(posts)
+
+    def send(index: int) -> None:
+        url, body = posts[index]
+        barrier.wait()
+        statuses[index] = requests.post(url, json=body, timeout=10).status_code
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(posts))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return sorted(s for s in statuses if s is not None)
+
+
+def test_one_assertion_or_one_counter_value_signs_in_once_across_instances(gunicorn_server):
+    bases = [gunicorn_server(), gunicorn_server()]
+    key = SoftAuthenticator(ORIGIN)
+    requests.post(f"{bases[0]}/users", json={"username": "alice", "password": PASSWORD}, timeout=10)
+    body = {"grant_type": "password", "username": "alice", "password": PASSWORD}
+    token = requests.post(f"{bases[0]}/auth/token", json=body, timeout=10).json()["access_token"]
+    options = requests.post(
+        f"{bases[0]}/users/me/passkeys/options", headers=bearer(token), timeout=10
+    ).json()
+    registration = {
+        "credential": key.create(options),
+        "name": "Laptop",
+        "challenge_id": options["challenge_id"],
+    }
+    added = requests.post(
+        f"{bases[1]}/users/me/passkeys", json=registration, headers=bearer(token), timeout=10
+    )
+    assert added.status_code == 201, added.text
+
+    def grant(count: int) -> dict:
+        request = requests.post(f"{bases[0]}/auth/passkey/options", timeout=10).json()
+        return {
+            "grant_type": PASSKEY_GRANT,
+            "passkey": key.get(request["options"], sign_count=count),
+            "challenge_id": request["challenge_id"],
+        }
+
+    # The same assertion to both instances: its challenge is taken once.
+    same = grant(1)
+    assert at_once([(f"{base}/auth/token", same) for base in bases]) == [200, 400]
+    # Two assertions over two challenges with one counter value (a clone racing the key):
+    # the counter moves from 1 to 2 once.
+    clones = [(f"{base}/auth/token", grant(2)) for base in bases]
+    assert at_once(clones) == [200, 400]
+
+
+def test_no_key_credential_id_or_challenge_reaches_the_logs(app, key, caplog, db):
+    caplog.set_level(logging.DEBUG, logger="tokenauth")
+    register(app, "alice")
+    add_passkey(app, login(app, "alice").json["access_token"], key)
+    options = request_options(app)
+    app.post_json(
+        "/auth/token",
+        {
+            "grant_type": PASSKEY_GRANT,
+            "passkey": key.get(options["options"]),
+            "challenge_id": options["challenge_id"],
+        },
+        status=200,
+    )
+    passwordless(app, key, status=400, sign_count=0)  # a counter regression is logged too
+    (stored,) = db["users"].find_one({"username": "alice"})["passkeys"]
+    # The service's own log lines (the driver's debug log, off by default, is not ours).
+    ours = [r for r in caplog.records if r.name.startswith("tokenauth")]
+    logged = "\n".join(record.getMessage() for record in ours)
+    assert "passkey_used" in logged and "passkey_sign_count_regressed" in logged
+    for secret in (
+        b64url(stored["public_key"]),
+        b64url(stored["credential_id"]),
+        options["challenge_id"],
+    ):
+        assert secret not in logged
