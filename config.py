@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -56,6 +57,10 @@ class Config:
     # One access-log line per request from gunicorn (on, a third more server CPU for a cheap
     # request, see BENCHMARKS.md; a reverse proxy usually logs requests already).
     access_log: bool = False
+    # Passkeys (WebAuthn): the relying party id and the origins ceremonies may come from;
+    # unset, the issuer's host and the issuer's origin.
+    webauthn_rp_id: str | None = None
+    webauthn_origins: tuple[str, ...] = ()
     # Not in the environment: how long a request waits for MongoDB before answering 503.
     db_timeout_ms: int = 2000
     # Not in the environment: how often each worker polls revocations and keys.
@@ -94,6 +99,32 @@ class Config:
             if not origin.startswith(("http://", "https://")):
                 raise ConfigError(
                     "TOKENAUTH_CORS_ORIGINS", f"not an origin (scheme://host[:port]): {origin!r}"
+                )
+        self._check_webauthn()
+
+    def _check_webauthn(self) -> None:
+        """Derive the passkey settings from the issuer where unset; refuse ones no browser
+        would accept together (an origin outside the RP ID's domain can never sign)."""
+        issuer = urllib.parse.urlsplit(self.issuer)
+        if self.webauthn_rp_id is None:
+            object.__setattr__(self, "webauthn_rp_id", (issuer.hostname or "").lower())
+        if not self.webauthn_origins:
+            origin = f"{issuer.scheme}://{issuer.netloc}".lower()
+            object.__setattr__(self, "webauthn_origins", (origin,))
+        rp_id = self.webauthn_rp_id
+        if not rp_id or any(c in rp_id for c in "/:@ ") or rp_id != rp_id.lower():
+            raise ConfigError("TOKENAUTH_WEBAUTHN_RP_ID", f"not a lower-case host name: {rp_id!r}")
+        for origin in self.webauthn_origins:
+            parts = urllib.parse.urlsplit(origin)
+            host = parts.hostname or ""
+            if (
+                parts.scheme not in ("http", "https")
+                or origin != f"{parts.scheme}://{parts.netloc}"
+                or not (host == rp_id or host.endswith("." + rp_id))
+            ):
+                raise ConfigError(
+                    "TOKENAUTH_WEBAUTHN_ORIGINS",
+                    f"not an origin (scheme://host[:port]) on {rp_id} or under it: {origin!r}",
                 )
 
     @classmethod
@@ -150,6 +181,7 @@ class Config:
             "admin_requires_mfa": boolean("ADMIN_REQUIRES_MFA"),
             "password_grant": boolean("PASSWORD_GRANT"),
             "access_log": boolean("ACCESS_LOG"),
+            "webauthn_rp_id": text("WEBAUTHN_RP_ID"),
         }
         proxies = text("TRUSTED_PROXIES")
         if proxies:
@@ -158,6 +190,11 @@ class Config:
         if origins:
             values["cors_origins"] = tuple(
                 o.strip().rstrip("/") for o in origins.split(",") if o.strip()
+            )
+        webauthn_origins = text("WEBAUTHN_ORIGINS")
+        if webauthn_origins:
+            values["webauthn_origins"] = tuple(
+                o.strip().rstrip("/") for o in webauthn_origins.split(",") if o.strip()
             )
         return cls(**{k: v for k, v in values.items() if v is not None})
 

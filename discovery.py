@@ -12,12 +12,12 @@ from config import Config
 from exchange import CODE_GRANT
 from grants import PROMPTS
 from keys import ID_TOKEN_ALGORITHM, KeyRing, jwks_of
-from oauth import MFA_GRANT
+from oauth import MFA_GRANT, PASSKEY_GRANT
 
 
 def grant_types(config: Config) -> list[str]:
     """The grants of the token endpoint; the password grant unless it is turned off."""
-    grants = [CODE_GRANT, "refresh_token", MFA_GRANT]
+    grants = [CODE_GRANT, "refresh_token", MFA_GRANT, PASSKEY_GRANT]
     return [*grants, "password"] if config.password_grant else grants
 
 

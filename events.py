@@ -32,6 +32,10 @@ USER_EVENTS = frozenset(
         "totp_removed",
         "recovery_code_used",
         "recovery_codes_regenerated",
+        "passkey_added",
+        "passkey_removed",
+        "passkey_used",
+        "passkey_sign_count_regressed",
     }
 )
 MAX_USER_AGENT = 512

@@ -348,6 +348,19 @@ class SecondStep:
         )
         return token
 
+    def user_of(self, mfa_token: str) -> dict[str, Any] | None:
+        """The user of a login waiting for its second step; None when the token is not live
+        (or the login can no longer be completed)."""
+        attempt = self.store.find_mfa_attempt(_hash(mfa_token), now=self.clock())
+        user = None if attempt is None else self.store.find_user(attempt["user_id"])
+        if (
+            user is None
+            or user.get("disabled")
+            or user.get("credential_version", 0) != attempt["credential_version"]
+        ):
+            return None
+        return user
+
     def complete(
         self,
         mfa_token: str,

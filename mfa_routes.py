@@ -13,7 +13,7 @@ from mfa import RecoveryCodes, SecondFactors, StepUp, Totp, require_step_up
 from web import no_store, read_body
 
 
-def _caller(store: store_module.Store, req: falcon.Request) -> dict[str, Any]:
+def caller(store: store_module.Store, req: falcon.Request) -> dict[str, Any]:
     """The user of the access token; 404 when the account is gone."""
     user = store.find_user(req.context.claims["sub"])
     if user is None:
@@ -31,7 +31,7 @@ class MyMfa:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         """TOTP on or off, recovery codes left, passkeys."""
         resp.set_header("Cache-Control", "no-store")
-        resp.media = self.factors.status(_caller(self.store, req))
+        resp.media = self.factors.status(caller(self.store, req))
 
 
 class MyTotp:
@@ -57,7 +57,7 @@ class MyTotp:
     @falcon.before(require_step_up)
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """A new secret, pending until a code of it confirms it: 201, shown this once."""
-        enrolment = self.totp.enrol(_caller(self.store, req))
+        enrolment = self.totp.enrol(caller(self.store, req))
         no_store(resp)
         resp.status = falcon.HTTP_201
         resp.media = enrolment
@@ -65,7 +65,7 @@ class MyTotp:
     def on_post_confirm(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Activate the pending secret with a code of it; the recovery codes, shown once."""
         body = read_body(req, "TotpConfirmation")
-        user = _caller(self.store, req)
+        user = caller(self.store, req)
         if user.get("totp"):
             raise Conflict("totp", "is already active")
         if not user.get("totp_pending"):
@@ -86,7 +86,7 @@ class MyTotp:
     @falcon.before(require_step_up)
     def on_delete(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Remove the TOTP factor; 404 when there is none."""
-        user = _caller(self.store, req)
+        user = caller(self.store, req)
         if not self.totp.remove(user["id"]):
             raise falcon.HTTPNotFound(description="You have no TOTP factor")
         after = self.store.find_user(user["id"])
@@ -122,7 +122,7 @@ class MyRecoveryCodes:
     @falcon.before(require_step_up)
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         """Ten new codes, shown this once; 409 without a second factor to stand in for."""
-        user = _caller(self.store, req)
+        user = caller(self.store, req)
         if not self.factors.has_factor(user):
             raise Conflict("recovery_codes", "need a second factor first (TOTP or a passkey)")
         codes = self.recovery_codes.generate(user["id"])

@@ -20,6 +20,7 @@ from errors import InvalidGrant, InvalidInput, InvalidToken, MfaRequired, Thrott
 from events import EventLog
 from exchange import CODE_GRANT, CodeExchange, Provider, client_claims
 from mfa import FACTOR_METHODS, SecondFactors, SecondStep
+from passkeys import PasskeySignIn
 from sessions import Sessions
 from signins import SignIns
 from web import (
@@ -36,6 +37,7 @@ from web import (
 )
 
 MFA_GRANT = "urn:tokenauth:params:oauth:grant-type:mfa"
+PASSKEY_GRANT = "urn:tokenauth:params:oauth:grant-type:passkey"
 
 
 @dataclasses.dataclass
@@ -52,7 +54,8 @@ class Login:
 
 
 class Logins:
-    """Signing in: the password step, the second step, and the session they lead to."""
+    """Signing in: the password step, the second step, a passkey alone, and the session
+    they lead to."""
 
     def __init__(
         self,
@@ -60,12 +63,14 @@ class Logins:
         sessions: Sessions,
         factors: SecondFactors,
         second_step: SecondStep,
+        passkey_sign_in: PasskeySignIn,
         events: EventLog,
     ) -> None:
         self.accounts = accounts
         self.sessions = sessions
         self.factors = factors
         self.second_step = second_step
+        self.passkey_sign_in = passkey_sign_in
         self.events = events
 
     def with_password(
@@ -118,6 +123,19 @@ class Logins:
         login.extra = extra
         return login
 
+    def with_passkey(
+        self, req: falcon.Request, params: dict[str, Any], *, cookie: str | None = None
+    ) -> Login:
+        """A passwordless sign-in: a discoverable passkey's assertion over the challenge of
+        `challenge_id` (from POST /auth/passkey/options without an mfa_token)."""
+        user, auth = self.passkey_sign_in.sign_in(
+            params["passkey"],
+            params["challenge_id"],
+            address=req.context.address,
+            user_agent=req.user_agent,
+        )
+        return self.open(req, user, auth, cookie=cookie)
+
     def open(
         self,
         req: falcon.Request,
@@ -154,8 +172,8 @@ class Logins:
 
 
 class Tokens:
-    """POST /auth/token: the RFC 6749 token endpoint (authorization_code, refresh_token, MFA
-    and, unless turned off, password grants)."""
+    """POST /auth/token: the RFC 6749 token endpoint (authorization_code, refresh_token, MFA,
+    passkey and, unless turned off, password grants)."""
 
     public_methods = EVERY_METHOD
     oauth_errors = True
@@ -195,6 +213,9 @@ class Tokens:
             elif grant == MFA_GRANT:
                 self._require(params, "mfa_token")
                 login = self.logins.with_second_factor(req, params)
+            elif grant == PASSKEY_GRANT:
+                self._require(params, "passkey", "challenge_id")
+                login = self.logins.with_passkey(req, params)
             else:
                 raise OAuthError(
                     400, "unsupported_grant_type", f"grant_type {grant} is not supported"
@@ -331,9 +352,10 @@ class CookieSession(_CookieFlow):
     """POST /auth/session logs in with the refresh token in a cookie; DELETE logs out."""
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        """The password grant (or, with `mfa_token`, the MFA grant), answered with an access
-        token and the refresh cookie; with a live session cookie of the same user, that
-        session is re-authenticated instead of a second one opened."""
+        """The password grant (or, with `mfa_token`, the MFA grant; with `passkey` alone, the
+        passkey grant), answered with an access token and the refresh cookie; with a live
+        session cookie of the same user, that session is re-authenticated instead of a
+        second one opened."""
         try:
             body = read_body(req, "CookieLogin", form=True)
         except InvalidInput as exc:
@@ -343,10 +365,12 @@ class CookieSession(_CookieFlow):
         try:
             if "mfa_token" in body:
                 login = self.logins.with_second_factor(req, body, cookie=cookie)
-            else:
+            elif "username" in body and "password" in body:
                 login = self.logins.with_password(
                     req, body["username"], body["password"], cookie=cookie
                 )
+            else:  # the schema left one form: `passkey` and `challenge_id`
+                login = self.logins.with_passkey(req, body, cookie=cookie)
         except InvalidGrant as exc:
             raise OAuthError(400, "invalid_grant", exc.description) from None
         self._answer(resp, login)

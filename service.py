@@ -52,6 +52,8 @@ from oauth import (
     Revocation,
     Tokens,
 )
+from passkey_routes import MyPasskeys, PasskeyOptions
+from passkeys import Challenges, Passkeys, PasskeySignIn
 from passwords import MAX_LENGTH, PasswordHasher
 from provider import AdminClients, Authorization, EndSession, MyConsents, UserInfo
 from recovery import EmailAddresses, PasswordResets
@@ -667,6 +669,8 @@ class Components:
     factors: SecondFactors
     totp: Totp
     recovery_codes: RecoveryCodes
+    passkeys: Passkeys
+    passkey_sign_in: PasskeySignIn
     second_step: SecondStep
     step_up: StepUp
     # The authorization server and OpenID provider.
@@ -763,6 +767,16 @@ def build_components(
     totp.register(factors)
     recovery_codes = RecoveryCodes(store)
     recovery_codes.register(factors)
+    passkeys = Passkeys(
+        store,
+        Challenges(store, clock=clock),
+        rp_id=config.webauthn_rp_id,
+        rp_name=config.service_name,
+        origins=config.webauthn_origins,
+        events=events,
+        clock=clock,
+    )
+    passkeys.register(factors)
     clients = Clients(store, clock=clock)
     client_origins = ClientOrigins(clients)
     return Components(
@@ -796,6 +810,8 @@ def build_components(
         factors=factors,
         totp=totp,
         recovery_codes=recovery_codes,
+        passkeys=passkeys,
+        passkey_sign_in=PasskeySignIn(passkeys, logins, events=events, clock=clock),
         second_step=SecondStep(store, factors, logins, events=events, clock=clock),
         step_up=StepUp(
             store,
@@ -902,6 +918,11 @@ def create_app(
         "/users/me/mfa/recovery-codes",
         MyRecoveryCodes(c.store, c.recovery_codes, c.factors, c.step_up, c.events),
     )
+    my_passkeys = MyPasskeys(c.store, c.passkeys, c.recovery_codes, c.factors, c.step_up, c.events)
+    app.add_route("/users/me/passkeys", my_passkeys)
+    app.add_route("/users/me/passkeys/options", my_passkeys, suffix="options")
+    app.add_route("/users/me/passkeys/{passkey_id}", my_passkeys, suffix="item")
+    app.add_route("/auth/passkey/options", PasskeyOptions(c.passkeys, c.second_step))
     my_email = MyEmail(c.store, c.addresses, c.events, c.step_up)
     app.add_route("/users/me/email", my_email)
     app.add_route("/users/me/email/verify", my_email, suffix="verify")
@@ -909,7 +930,7 @@ def create_app(
     reset = PasswordReset(c.resets)
     app.add_route("/auth/password-reset", reset)
     app.add_route("/auth/password-reset/confirm", reset, suffix="confirm")
-    logins = Logins(c.accounts, c.sessions, c.factors, c.second_step, c.events)
+    logins = Logins(c.accounts, c.sessions, c.factors, c.second_step, c.passkey_sign_in, c.events)
     provider = Provider(c.clients, c.codes, c.signins, c.idtokens, config.password_grant)
     exchange = CodeExchange(c.sessions, c.tokens, c.events, provider)
     app.add_route("/auth/token", Tokens(logins, c.sessions, c.tokens, c.events, provider, exchange))

@@ -188,6 +188,7 @@ class Store:
         self.authorizations = db["authorizations"]
         self.codes = db["codes"]
         self.mfa_attempts = db["mfa_attempts"]
+        self.webauthn_challenges = db["webauthn_challenges"]
 
     def close(self) -> None:
         """Close the client this store's database belongs to."""
@@ -207,6 +208,12 @@ class Store:
         self.resets.create_index("user_id")
         self.mfa_attempts.create_index("expires_at", expireAfterSeconds=0)
         self.mfa_attempts.create_index("user_id")
+        self.webauthn_challenges.create_index("expires_at", expireAfterSeconds=0)
+        # A credential belongs to one account (WebAuthn §7.1 step 22), and a discoverable
+        # sign-in finds the account by it. Sparse: most users have no passkey.
+        self.users.create_index(
+            "passkeys.credential_id", unique=True, sparse=True, name="passkey_credential_unique"
+        )
         self.sessions.create_index("user_id")
         self.sessions.create_index("expires_at", expireAfterSeconds=0)
         self.sessions.create_index("current", unique=True, sparse=True)
@@ -450,6 +457,7 @@ class Store:
         self.outbox.delete_many({"user_id": user_id, "state": "pending"})
         self.resets.delete_many({"user_id": user_id})
         self.mfa_attempts.delete_many({"user_id": user_id})
+        self.webauthn_challenges.delete_many({"user_id": user_id})
         return True
 
     @_translated
@@ -541,6 +549,113 @@ class Store:
     def use_mfa_attempt(self, token_hash: str, *, now: dt.datetime) -> bool:
         """End the attempt, once: only one caller gets True."""
         doc = self.mfa_attempts.find_one_and_delete({"_id": token_hash, "expires_at": {"$gt": now}})
+        return doc is not None
+
+    # -- passkeys (on the user: they go with it) --------------------------------------------
+    # `passkeys`: [{id, credential_id, public_key, sign_count, backup_eligible, transports,
+    # name, created_at, last_used_at}]; `passkey_user_handle`: the random WebAuthn user id.
+    @_translated
+    def passkey_user_handle(self, user_id: str, candidate: bytes) -> bytes | None:
+        """The account's WebAuthn user handle, `candidate` becoming it if it has none yet;
+        None when there is no such user."""
+        oid = ObjectId(user_id)
+        self.users.update_one(
+            {"_id": oid, "passkey_user_handle": {"$exists": False}},
+            {"$set": {"passkey_user_handle": Binary(candidate)}},
+        )
+        doc = self.users.find_one({"_id": oid}, {"passkey_user_handle": 1})
+        return None if doc is None else bytes(doc["passkey_user_handle"])
+
+    @_translated
+    def add_passkey(self, user_id: str, passkey: dict[str, Any], *, limit: int) -> bool:
+        """Give the account a passkey while it has fewer than `limit` (one conditional write,
+        so concurrent additions cannot pass it); False at the limit. Conflict("credential")
+        when another account (or this one) holds the credential already."""
+        try:
+            result = self.users.update_one(
+                {"_id": ObjectId(user_id), f"passkeys.{limit - 1}": {"$exists": False}},
+                {"$push": {"passkeys": passkey}},
+            )
+        except mongo_errors.DuplicateKeyError:
+            raise Conflict("credential", "is already registered") from None
+        return result.matched_count == 1
+
+    @_translated
+    def find_user_by_passkey(self, credential_id: bytes) -> dict[str, Any] | None:
+        """The user holding this credential, or None."""
+        return _public(self.users.find_one({"passkeys.credential_id": Binary(credential_id)}))
+
+    @_translated
+    def use_passkey(
+        self,
+        user_id: str,
+        passkey_id: str,
+        *,
+        sign_count_was: int,
+        sign_count: int,
+        now: dt.datetime,
+    ) -> bool:
+        """Record a use: the new signature counter, when the stored one is still the one the
+        assertion was checked against. Of two workers checking the same assertion (or two
+        clones), only one moves it; the other gets False."""
+        result = self.users.update_one(
+            {
+                "_id": ObjectId(user_id),
+                "passkeys": {"$elemMatch": {"id": passkey_id, "sign_count": sign_count_was}},
+            },
+            {"$set": {"passkeys.$.sign_count": sign_count, "passkeys.$.last_used_at": now}},
+        )
+        return result.matched_count == 1
+
+    @_translated
+    def rename_passkey(self, user_id: str, passkey_id: str, name: str) -> dict[str, Any] | None:
+        """Rename one of the account's passkeys; the passkey after, or None when none."""
+        oid = object_id(user_id)
+        if oid is None:
+            return None
+        # update_one, then a read: the positional operator is not supported by every
+        # wire-compatible server in findAndModify (the embedded one refuses it).
+        self.users.update_one(
+            {"_id": oid, "passkeys.id": passkey_id}, {"$set": {"passkeys.$.name": name}}
+        )
+        doc = self.users.find_one({"_id": oid}, {"passkeys": 1}) or {}
+        found = [p for p in doc.get("passkeys", []) if p["id"] == passkey_id]
+        return found[0] if found else None
+
+    @_translated
+    def remove_passkey(self, user_id: str, passkey_id: str) -> bool:
+        """Remove one of the account's passkeys; False when it has none of that id."""
+        result = self.users.update_one(
+            {"_id": ObjectId(user_id), "passkeys.id": passkey_id},
+            {"$pull": {"passkeys": {"id": passkey_id}}},
+        )
+        return result.modified_count == 1
+
+    @_translated
+    def remove_passkeys(self, user_id: str) -> None:
+        """Remove every passkey of the account (an operator's reset)."""
+        self.users.update_one({"_id": ObjectId(user_id)}, {"$unset": {"passkeys": ""}})
+
+    # -- WebAuthn ceremonies in flight ------------------------------------------------------
+    @_translated
+    def add_webauthn_challenge(self, record: dict[str, Any]) -> None:
+        """Keep a challenge (its hash is `_id`) until it is taken or `expires_at` passes."""
+        self.webauthn_challenges.insert_one(dict(record))
+
+    @_translated
+    def take_webauthn_challenge(
+        self, challenge_hash: str, *, purpose: str, user_id: str | None, now: dt.datetime
+    ) -> bool:
+        """Consume a live challenge issued for this purpose and user, once (an atomic
+        find_one_and_delete): of two requests presenting it, only one gets True."""
+        doc = self.webauthn_challenges.find_one_and_delete(
+            {
+                "_id": challenge_hash,
+                "purpose": purpose,
+                "user_id": user_id,
+                "expires_at": {"$gt": now},
+            }
+        )
         return doc is not None
 
     # -- persons -----------------------------------------------------------------------

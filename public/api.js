@@ -4,16 +4,29 @@
 /** What a person reads when the service no longer accepts their session. */
 export const SESSION_ENDED = 'Your session has ended. Please log in again.';
 
+/** What a person reads when an action needed them to confirm it is them, and they did not. */
+export const STEP_UP_NEEDED = 'This needs you to confirm it is you (your password, and your code if you have a second factor). Nothing was changed.';
+
 /** A failed call: `message` is for people, the other fields are for the code that reacts. */
 export class ApiError extends Error {
-  constructor(message, { status = 0, code = null, fields = [], retryAfter = null, handled = false } = {}) {
+  constructor(message, {
+    status = 0, code = null, fields = [], retryAfter = null, handled = false, said = '', challenge = {}, body = null,
+  } = {}) {
     super(message);
     this.status = status;
     this.code = code;
     this.fields = fields;
     this.retryAfter = retryAfter;
     this.handled = handled; // true when the UI already reacted (e.g. the session ended)
+    this.said = said; // the service's own sentence (error_description or detail), when it gave one
+    this.challenge = challenge; // the WWW-Authenticate parameters, e.g. RFC 9470's max_age and acr_values
+    this.body = body; // the answer's JSON, e.g. the mfa_token of a 403 mfa_required
   }
+}
+
+/** The 401 of a route that needs a more recent (or a two-factor) sign-in (RFC 9470). */
+export function isStepUpRequired(err) {
+  return err.status === 401 && err.code === 'insufficient_user_authentication';
 }
 
 /* ---------- the routes ---------- */
@@ -50,6 +63,44 @@ export function sessionLogin(username, password) {
   return request('POST', '/auth/session', { body: { username, password }, cookie: true });
 }
 
+/**
+ * POST /auth/session, second step: `proof` is 'otp' or 'recovery_code'. Its answer may say
+ * `recovery_codes_left`. Also the second step of a re-authentication (step-up).
+ */
+export function sessionSecondFactor(mfaToken, proof, value) {
+  return request('POST', '/auth/session', { body: { mfa_token: mfaToken, [proof]: value }, cookie: true });
+}
+
+/** POST /auth/session with a passkey alone: a passwordless sign-in (`challenge_id` from passkeyRequestOptions). */
+export function sessionPasskey(passkey, challengeId) {
+  return request('POST', '/auth/session', { body: { passkey, challenge_id: challengeId }, cookie: true });
+}
+
+/** POST /auth/passkey/options: `{options, challenge_id}` for navigator.credentials.get(); with an mfa_token, for that login's passkeys. */
+export function passkeyRequestOptions(mfaToken = null) {
+  return request('POST', '/auth/passkey/options', { body: mfaToken ? { mfa_token: mfaToken } : {} });
+}
+
+/** POST /users/me/passkeys/options: creation options for navigator.credentials.create(), with their `challenge_id`. */
+export function passkeyCreationOptions(token) {
+  return request('POST', '/users/me/passkeys/options', { token });
+}
+
+/** POST /users/me/passkeys: keeps the new passkey; 201 `{id, name, created_at, last_used_at}`. */
+export function addPasskey(token, credential, name, challengeId) {
+  return request('POST', '/users/me/passkeys', { body: { credential, name, challenge_id: challengeId }, token });
+}
+
+/** PATCH /users/me/passkeys/{id}: a new name. */
+export function renamePasskey(token, id, name) {
+  return request('PATCH', `/users/me/passkeys/${encodeURIComponent(id)}`, { body: { name }, token });
+}
+
+/** DELETE /users/me/passkeys/{id}: 204 (needs a recent sign-in with the second factor). */
+export function removePasskey(token, id) {
+  return request('DELETE', `/users/me/passkeys/${encodeURIComponent(id)}`, { token });
+}
+
 /** POST /auth/session/refresh: rotates the session cookie and answers a new access token. */
 export function sessionRefresh() {
   return request('POST', '/auth/session/refresh', { cookie: true });
@@ -76,6 +127,31 @@ export function changePassword(token, currentPassword, newPassword) {
     body: { current_password: currentPassword, new_password: newPassword },
     token,
   });
+}
+
+/** GET /users/me/mfa: `{totp, recovery_codes_left, passkeys}`. */
+export function mfaStatus(token) {
+  return request('GET', '/users/me/mfa', { token });
+}
+
+/** POST /users/me/mfa/totp (step-up): a pending secret `{secret, otpauth_uri, qr_svg}`. */
+export function startTotp(token) {
+  return request('POST', '/users/me/mfa/totp', { token });
+}
+
+/** POST /users/me/mfa/totp/confirm: activates the pending secret; `{recovery_codes}`, shown once. */
+export function confirmTotp(token, code) {
+  return request('POST', '/users/me/mfa/totp/confirm', { body: { code }, token });
+}
+
+/** DELETE /users/me/mfa/totp (step-up with a second factor): turns the authenticator app off. */
+export function removeTotp(token) {
+  return request('DELETE', '/users/me/mfa/totp', { token });
+}
+
+/** POST /users/me/mfa/recovery-codes (step-up with a second factor): a new set; the old ones stop working. */
+export function newRecoveryCodes(token) {
+  return request('POST', '/users/me/mfa/recovery-codes', { token });
 }
 
 /** GET /users/me/events: one page of the account's security events, newest first. */
@@ -178,7 +254,7 @@ async function request(method, path, { body, token, cookie = false } = {}) {
   }
   const data = await readJson(response);
   if (response.ok) return data;
-  if (cookie && response.status === 403) {
+  if (cookie && response.status === 403 && !(data && data.error === 'mfa_required')) {
     // The CSRF check refused it: only a page on another origin (or a proxy dropping headers) gets here.
     throw new ApiError('The service refused this page\'s request: open the client from the service\'s own address.', { status: 403 });
   }
@@ -203,7 +279,20 @@ function toApiError(response, data) {
       .map((e) => ({ field: fieldName(e.field), message: e.message }))
     : [];
   const message = describeFailure(response.status, data, code, retryAfter);
-  return new ApiError(message, { status: response.status, code, fields, retryAfter });
+  const said = (data && typeof data.error_description === 'string' && data.error_description)
+    || (data && typeof data.detail === 'string' && data.detail) || '';
+  return new ApiError(message, {
+    status: response.status, code, fields, retryAfter, said, challenge: challengeParams(challenge), body: data,
+  });
+}
+
+// 'Bearer realm="tokenauth", error="...", max_age=600, acr_values="aal2"' -> { realm, error, max_age, acr_values }.
+function challengeParams(header) {
+  const params = {};
+  for (const [, name, quoted, bare] of header.matchAll(/([a-z_]+)=(?:"([^"]*)"|([^\s,]+))/gi)) {
+    params[name] = quoted !== undefined ? quoted : bare;
+  }
+  return params;
 }
 
 // Field names may come as "age", "/age" or "body.age": keep the last segment.
@@ -251,7 +340,9 @@ function describeFailure(status, data, code, retryAfter) {
   if (status === 503) return `The service is temporarily unavailable. Please try again in ${humanWait(retryAfter)}.`;
   if (status >= 500) return 'The service ran into a problem. Please try again later.';
   if (status === 413) return 'That is more data than the service accepts.';
+  if (code === 'mfa_required') return 'Enter the code from your authenticator app to finish logging in.';
   if (status === 403) return 'Only administrators can do that.';
+  if (code === 'insufficient_user_authentication') return STEP_UP_NEEDED;
   if (status === 401) return SESSION_ENDED;
   if (code && OAUTH_MESSAGES[code]) return OAUTH_MESSAGES[code];
   if (data && typeof data.error_description === 'string' && data.error_description) return data.error_description;

@@ -9,10 +9,14 @@ import { $, announce, focusElement } from './ui.js';
 import { wireAccount } from './view-account.js';
 import { wireAuthForms } from './view-auth.js';
 import { wireEmail } from './view-email.js';
+import { wireLoginCode } from './view-login-code.js';
+import { wirePasskeys } from './view-passkeys.js';
 import { startEdit, wirePersonForm } from './view-person-form.js';
 import { wirePersonsList } from './view-persons.js';
 import { wireRecovery } from './view-recovery.js';
+import { wireSecurity } from './view-security.js';
 import { enterApp, showLoggedOut, showRoute, wireShell } from './view-shell.js';
+import { confirmItIsYou, wireStepUp } from './view-step-up.js';
 import { wireUsers } from './view-users.js';
 
 const AUTO_RETRY_MAX_S = 30;
@@ -68,14 +72,19 @@ async function restoreSession() {
 }
 
 function start() {
-  initSession({ onSessionLost });
+  // A call refused for an old or one-factor sign-in asks the person, then is retried.
+  initSession({ onSessionLost, onStepUp: confirmItIsYou });
   wirePasswordHelpers();
   showPolicy();
   wireAuthForms();
+  wireLoginCode();
+  wireStepUp();
   wireShell();
   wirePersonsList({ onEdit: startEdit });
   wirePersonForm();
   wireAccount({ onAccountDeleted });
+  wireSecurity();
+  wirePasskeys();
   wireUsers();
   wireRecovery({ onPasswordReset });
   wireEmail({ onVerifiedFromLink });

@@ -1,11 +1,11 @@
 // Hash routes, so that every view has a URL with no server routes and no build step:
-// #/login, #/persons?order=newest&size=10&page=3, #/account, #/users (admins), #/forgot,
+// #/login, #/persons?order=newest&size=10&page=3, #/account, #/security, #/users (admins), #/forgot,
 // #/reset?token=... and #/verify-email?code=... (the pages the service's mails link to).
 // Back, Forward, a typed or bookmarked URL all arrive as a hashchange; the views move the URL
 // themselves with go().
 
 const DEFAULT_ROUTE = 'persons';
-const ROUTES = new Set(['login', 'persons', 'account', 'users', 'forgot', 'reset', 'verify-email']);
+const ROUTES = new Set(['login', 'persons', 'account', 'security', 'users', 'forgot', 'reset', 'verify-email']);
 
 /** The route in the address bar: { name, params }. */
 export function currentRoute() {

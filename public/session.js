@@ -1,9 +1,11 @@
 // The session: the access token (in memory only), the one refresh in flight, and the
 // logged-in account. The refresh token never reaches this page: the service keeps it in an
 // HttpOnly cookie (RFC 10017 §6.2) that the browser sends to the /auth/session routes only.
-// It never touches the page: a lost session is reported to the callback given to initSession.
+// It never touches the page: a lost session is reported to the callback given to initSession,
+// and a route asking for a fresher sign-in (step-up, RFC 9470) to the one that asks the person.
 
 import * as api from './api.js';
+import { getPasskey } from './passkeys.js';
 
 const ADMIN_ROLE = 'admin';
 
@@ -11,11 +13,18 @@ const ADMIN_ROLE = 'admin';
 let accessToken = null;
 let user = null;
 let refreshing = null; // the one refresh in flight, shared by every call of this tab
+let confirming = null; // the one step-up in flight, shared by every call of this tab
 let onSessionLost = () => {};
+let onStepUp = async () => false;
 
-/** Sets `onSessionLost(reason)`, called once the session is over and forgotten. */
+/**
+ * Sets `onSessionLost(reason)`, called once the session is over and forgotten, and
+ * `onStepUp(challenge)`, which asks the person to sign in again (reauthenticate) and resolves
+ * true when they did, false when they declined.
+ */
 export function initSession(handlers) {
   onSessionLost = handlers.onSessionLost;
+  onStepUp = handlers.onStepUp;
 }
 
 /** The logged-in account, as GET /users/me described it. */
@@ -28,9 +37,43 @@ export function isAdmin() {
   return Boolean(user && Array.isArray(user.roles) && user.roles.includes(ADMIN_ROLE));
 }
 
-/** Exchanges a username and password for an access token and the session cookie. */
+/**
+ * Exchanges a username and password for an access token and the session cookie; null when
+ * that is done, or `{ mfaToken, methods }` when the account has a second factor to give next
+ * (logInSecondStep). With this browser's live session cookie, the service re-authenticates
+ * that session instead of opening another (the step-up).
+ */
 export async function logIn(username, password) {
-  accessToken = (await api.sessionLogin(username, password)).access_token;
+  try {
+    accessToken = (await api.sessionLogin(username, password)).access_token;
+    return null;
+  } catch (err) {
+    if (err.code !== 'mfa_required' || !err.body || typeof err.body.mfa_token !== 'string') throw err;
+    const methods = Array.isArray(err.body.mfa_methods) ? err.body.mfa_methods : [];
+    return { mfaToken: err.body.mfa_token, methods };
+  }
+}
+
+/** Finishes a two-step login with `proof` ('otp' or 'recovery_code'); the answer's extras, e.g. `recovery_codes_left`. */
+export async function logInSecondStep(mfaToken, proof, value) {
+  const { access_token: token, ...extras } = await api.sessionSecondFactor(mfaToken, proof, value);
+  accessToken = token;
+  delete extras.token_type;
+  delete extras.expires_in;
+  return extras;
+}
+
+/** Signs in with a passkey alone (a discoverable credential): the browser asks for it. */
+export async function logInWithPasskey() {
+  const { options, challenge_id: challengeId } = await api.passkeyRequestOptions();
+  const assertion = await getPasskey(options);
+  accessToken = (await api.sessionPasskey(assertion, challengeId)).access_token;
+}
+
+/** Finishes a two-step login (or a step-up's second step) with one of the account's passkeys. */
+export async function logInSecondStepWithPasskey(mfaToken) {
+  const { options } = await api.passkeyRequestOptions(mfaToken);
+  return logInSecondStep(mfaToken, 'passkey', await getPasskey(options));
 }
 
 /**
@@ -53,11 +96,16 @@ export async function loadUser() {
   user = await callApi(api.me);
 }
 
-/** Calls a protected route with `send(accessToken)`; on 401 refreshes once and retries (RFC 6750). */
+/**
+ * Calls a protected route with `send(accessToken)`. On 401 refreshes once and retries (RFC
+ * 6750); on a 401 asking for a fresher sign-in (RFC 9470) has the person confirm it is them,
+ * then retries once. Every view's call goes through here, so every view gets both.
+ */
 export async function callApi(send) {
   try {
     return await send(accessToken);
   } catch (err) {
+    if (api.isStepUpRequired(err)) return stepUpAndRetry(err, send);
     if (err.status !== 401) throw err;
   }
   try {
@@ -70,9 +118,32 @@ export async function callApi(send) {
   try {
     return await send(accessToken);
   } catch (err) {
+    if (api.isStepUpRequired(err)) return stepUpAndRetry(err, send);
     if (err.status === 401) throw sessionLost(api.SESSION_ENDED);
     throw err;
   }
+}
+
+// The token is good but its sign-in too old or too weak: sign in again on this session, retry once.
+async function stepUpAndRetry(refusal, send) {
+  if (!(await confirmIdentity(refusal.challenge))) {
+    // Declined; or the session ended meanwhile, and the login form already says so.
+    throw new api.ApiError(api.STEP_UP_NEEDED, { status: 401, code: refusal.code, handled: !user });
+  }
+  try {
+    return await send(accessToken);
+  } catch (err) {
+    if (err.status === 401 && !api.isStepUpRequired(err)) throw sessionLost(api.SESSION_ENDED);
+    throw err;
+  }
+}
+
+function confirmIdentity(challenge) {
+  // One dialog at a time in this tab: every call refused meanwhile waits for the same answer.
+  if (!confirming) {
+    confirming = Promise.resolve(onStepUp(challenge)).finally(() => { confirming = null; });
+  }
+  return confirming;
 }
 
 /** Ends the session on the service and forgets it here; true if the service was unreachable. */
@@ -95,6 +166,7 @@ function forgetSession() {
   accessToken = null;
   user = null;
   refreshing = null;
+  confirming = null;
 }
 
 function refreshAccessToken() {

@@ -22,6 +22,16 @@ const EVENT_SENTENCES = {
   logout: 'Signed out',
   session_revoked: 'Session ended',
   refresh_reuse_detected: 'Session ended: a refresh token was used twice, which may mean it was stolen',
+  session_ended: 'Session ended',
+  mfa_failed: 'Wrong code at sign-in (the password was right)',
+  totp_enabled: 'Authenticator app turned on',
+  totp_removed: 'Authenticator app turned off',
+  recovery_code_used: 'Signed in with a recovery code',
+  recovery_codes_regenerated: 'New recovery codes made; the old ones stopped working',
+  passkey_added: 'Passkey added',
+  passkey_removed: 'Passkey removed',
+  passkey_used: 'Signed in with a passkey',
+  passkey_sign_count_regressed: 'A passkey was refused: its counter went back, which may mean it was copied',
 };
 
 let next = null;

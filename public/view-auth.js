@@ -1,22 +1,28 @@
-// The logged-out view's two forms: logging in, and creating an account (which then logs in),
-// with the rules of the service's policy checked before anything is sent.
+// The logged-out view's two forms: logging in (with a second step, view-login-code.js, for an
+// account with a second factor), and creating an account (which then logs in), with the rules
+// of the service's policy checked before anything is sent.
 
 import * as api from './api.js';
 import { clearFormErrors, failLocally, formAlert, refreshCounters, reportFormError } from './forms.js';
 import { currentPolicy, passwordProblem, usernameProblem } from './policy.js';
-import { logIn } from './session.js';
+import { passkeyFailure } from './passkeys.js';
+import { logIn, logInWithPasskey } from './session.js';
 import { $, announce, focusElement, holdOff, setBusy } from './ui.js';
+import { startLoginCode } from './view-login-code.js';
 import { enterApp } from './view-shell.js';
 
 /** Wires both forms. */
 export function wireAuthForms() {
   $('login-form').addEventListener('submit', onLoginSubmit);
+  $('login-passkey').addEventListener('click', onPasskeySignIn);
   $('register-form').addEventListener('submit', onRegisterSubmit);
 }
 
+// Logs in and shows the app; or, for an account with a second factor, shows the code step.
 async function logInAndEnter(username, password) {
-  await logIn(username, password);
-  await enterApp();
+  const secondStep = await logIn(username, password);
+  if (secondStep) startLoginCode(username, secondStep);
+  else await enterApp();
 }
 
 /* ---------- logging in ---------- */
@@ -43,6 +49,30 @@ async function onLoginSubmit(event) {
     done();
     loginFailed(form, err);
     if (err.status === 429) holdOff(submit, err.retryAfter, form.elements.username);
+  }
+}
+
+// A passwordless sign-in: the browser offers this site's passkeys (discoverable credentials).
+async function onPasskeySignIn() {
+  const form = $('login-form');
+  clearFormErrors(form);
+  announce('');
+  const button = $('login-passkey');
+  const done = setBusy(button, 'Waiting for your passkey…');
+  try {
+    await logInWithPasskey();
+    await enterApp();
+    form.reset();
+  } catch (err) {
+    if (err instanceof api.ApiError) {
+      if (!err.handled) formAlert(form, err.status === 400 ? `${api.sentence(err.said)} Try again, or log in with your password.` : err.message);
+      if (err.status === 429) holdOff(button, err.retryAfter);
+    } else {
+      formAlert(form, passkeyFailure(err));
+    }
+    focusElement(form.querySelector('[data-form-alert]'));
+  } finally {
+    done();
   }
 }
 

@@ -1,5 +1,5 @@
 // The page frame: which view shows (starting, logged out, the recovery pages, the persons
-// page, the account page, the admins' users page, the email link's page) for the route in the address bar, the header's session bar with its navigation and
+// page, the account page, the security page, the admins' users page, the email link's page) for the route in the address bar, the header's session bar with its navigation and
 // logout button, and entering or leaving the logged-in view.
 
 import { currentRoute, go } from './router.js';
@@ -7,18 +7,28 @@ import { currentUser, isAdmin, loadUser, logOut } from './session.js';
 import { $, announce, focusElement, setBusy } from './ui.js';
 import { clearAccount, openAccount } from './view-account.js';
 import { openVerifyLink } from './view-email.js';
+import { clearLoginCode } from './view-login-code.js';
 import { resetPersonForm } from './view-person-form.js';
 import { clearPersons, openPersons } from './view-persons.js';
 import { openRecovery } from './view-recovery.js';
+import { clearSecurity, openSecurity } from './view-security.js';
+import { closeStepUp } from './view-step-up.js';
 import { clearUsers, openUsers } from './view-users.js';
 
 const PAGES = {
-  persons: 'persons-page', account: 'account-page', users: 'users-page', 'verify-email': 'verify-email-page',
+  persons: 'persons-page',
+  account: 'account-page',
+  security: 'security-page',
+  users: 'users-page',
+  'verify-email': 'verify-email-page',
 };
-const TITLES = { persons: 'Persons', account: 'Your account', users: 'Users', 'verify-email': 'Confirm your email' };
+const TITLES = {
+  persons: 'Persons', account: 'Your account', security: 'Security', users: 'Users', 'verify-email': 'Confirm your email',
+};
 const OPEN = {
   persons: (route) => openPersons(route.params),
   account: () => openAccount(),
+  security: () => openSecurity(),
   users: () => openUsers(),
   'verify-email': (route) => openVerifyLink(route),
 };
@@ -69,9 +79,12 @@ export function showRoute(route, { focus = false } = {}) {
 
 /** Shows the logged-out view, with nothing left of the logged-in one. */
 export function showLoggedOut() {
+  closeStepUp();
+  clearLoginCode();
   resetPersonForm();
   clearPersons();
   clearAccount();
+  clearSecurity();
   clearUsers();
   showView('auth');
   document.title = 'Log in · tokenauth';

@@ -11,11 +11,13 @@ from helpers import ROOT
 import discovery
 import mfa_routes
 import oauth
+import passkey_routes
 import provider
 import service
 
 # Each module imports only modules of a lower rank: service -> provider/discovery -> oauth ->
-# exchange -> grants/signins/mfa_routes -> web/sessions/accounts/mfa/idtokens -> auth ->
+# exchange/passkey_routes -> grants/signins/mfa_routes/passkeys ->
+# web/sessions/accounts/mfa/idtokens -> auth ->
 # throttle/keys/passwords/clients -> store/embedded -> pymongo, with the leaves everyone may use.
 RANKS = {
     "cli": 10,
@@ -24,10 +26,12 @@ RANKS = {
     "discovery": 8,
     "oauth": 7,
     "exchange": 6,
+    "passkey_routes": 6,
     "recovery": 5,
     "signins": 5,
     "grants": 5,
     "mfa_routes": 5,
+    "passkeys": 5,
     "web": 4,
     "sessions": 4,
     "accounts": 4,
@@ -124,7 +128,7 @@ def test_the_lower_rooms_know_nothing_of_http(module):
 def test_no_resource_takes_the_whole_wiring_record():
     resources = [
         cls
-        for module in (service, oauth, mfa_routes, provider, discovery)
+        for module in (service, oauth, mfa_routes, passkey_routes, provider, discovery)
         for _, cls in inspect.getmembers(module, inspect.isclass)
         if cls.__module__ == module.__name__ and any(name.startswith("on_") for name in vars(cls))
     ]

@@ -164,10 +164,10 @@ def test_the_mfa_token_lives_five_minutes(app, secret, clock):
 @pytest.mark.parametrize(
     ("proof", "description"),
     [
-        ({}, "Give exactly one of otp, recovery_code"),
+        ({}, "Give exactly one of otp, recovery_code, passkey"),
         (
             {"otp": "123456", "recovery_code": "aaaa-bbbb-cccc-dddd"},
-            "Give exactly one of otp, recovery_code",
+            "Give exactly one of otp, recovery_code, passkey",
         ),
     ],
     ids=["none", "two"],

@@ -481,6 +481,7 @@ def test_the_password_grant_can_be_turned_off(make_app, make_config):
         "authorization_code",
         "refresh_token",
         "urn:tokenauth:params:oauth:grant-type:mfa",
+        "urn:tokenauth:params:oauth:grant-type:passkey",
     ]
     # The first-party browser client's cookie login is not the password grant: it works.
     answer = app.post_json(

@@ -64,6 +64,7 @@ def test_metadata_names_the_endpoints_under_the_issuer(make_app, make_config):
         "authorization_code",
         "refresh_token",
         "urn:tokenauth:params:oauth:grant-type:mfa",
+        "urn:tokenauth:params:oauth:grant-type:passkey",
         "password",
     ]
     assert metadata["response_types_supported"] == ["code"]
