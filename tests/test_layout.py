@@ -8,6 +8,7 @@ import inspect
 import pytest
 from helpers import ROOT
 
+import account_routes
 import discovery
 import mfa_routes
 import oauth
@@ -16,7 +17,7 @@ import provider
 import service
 
 # Each module imports only modules of a lower rank: service -> provider/discovery -> oauth ->
-# exchange/passkey_routes -> grants/signins/mfa_routes/passkeys ->
+# exchange/passkey_routes/account_routes -> grants/signins/mfa_routes/passkeys ->
 # web/sessions/accounts/mfa/idtokens -> auth ->
 # throttle/keys/passwords/clients -> store/embedded -> pymongo, with the leaves everyone may use.
 RANKS = {
@@ -27,6 +28,7 @@ RANKS = {
     "oauth": 7,
     "exchange": 6,
     "passkey_routes": 6,
+    "account_routes": 6,
     "recovery": 5,
     "signins": 5,
     "grants": 5,
@@ -128,7 +130,15 @@ def test_the_lower_rooms_know_nothing_of_http(module):
 def test_no_resource_takes_the_whole_wiring_record():
     resources = [
         cls
-        for module in (service, oauth, mfa_routes, passkey_routes, provider, discovery)
+        for module in (
+            service,
+            oauth,
+            account_routes,
+            mfa_routes,
+            passkey_routes,
+            provider,
+            discovery,
+        )
         for _, cls in inspect.getmembers(module, inspect.isclass)
         if cls.__module__ == module.__name__ and any(name.startswith("on_") for name in vars(cls))
     ]
