@@ -13,11 +13,12 @@ import discovery
 import mfa_routes
 import oauth
 import passkey_routes
+import person_routes
 import provider
 import service
 
 # Each module imports only modules of a lower rank: service -> provider/discovery -> oauth ->
-# exchange/passkey_routes/account_routes -> grants/signins/mfa_routes/passkeys ->
+# exchange/passkey_routes/account_routes -> grants/signins/mfa_routes/person_routes/passkeys ->
 # web/sessions/accounts/mfa/idtokens -> auth ->
 # throttle/keys/passwords/clients -> store/embedded -> pymongo, with the leaves everyone may use.
 RANKS = {
@@ -33,6 +34,7 @@ RANKS = {
     "signins": 5,
     "grants": 5,
     "mfa_routes": 5,
+    "person_routes": 5,
     "passkeys": 5,
     "web": 4,
     "sessions": 4,
@@ -136,6 +138,7 @@ def test_no_resource_takes_the_whole_wiring_record():
             account_routes,
             mfa_routes,
             passkey_routes,
+            person_routes,
             provider,
             discovery,
         )
