@@ -46,6 +46,7 @@ from keys import KeyRing, SecretBox, rings_of
 from mail import Outbox, Sender, transport_for
 from mfa import RecoveryCodes, SecondFactors, SecondStep, StepUp, Totp
 from mfa_routes import MyMfa, MyRecoveryCodes, MyTotp
+from middleware import CORS, BodyLimit, RequestFacts, SameOriginOnly, SecurityHeaders
 from oauth import (
     CookieRefresh,
     CookieSession,
@@ -64,14 +65,9 @@ from sessions import Sessions
 from signins import SignIns
 from throttle import LoginThrottle, RegistrationThrottle
 from web import (
-    CORS,
     ERROR_HANDLERS,
     JSON,
     RETRY_AFTER_UNAVAILABLE,
-    BodyLimit,
-    RequestFacts,
-    SameOriginOnly,
-    SecurityHeaders,
     authorization_error_handlers,
     serialize_error,
 )

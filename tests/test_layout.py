@@ -18,7 +18,8 @@ import provider
 import service
 
 # Each module imports only modules of a lower rank: service -> provider/discovery -> oauth ->
-# exchange/passkey_routes/account_routes -> grants/signins/mfa_routes/person_routes/passkeys ->
+# exchange/passkey_routes/account_routes ->
+# grants/signins/mfa_routes/person_routes/passkeys/middleware ->
 # web/sessions/accounts/mfa/idtokens -> auth ->
 # throttle/keys/passwords/clients -> store/embedded -> pymongo, with the leaves everyone may use.
 RANKS = {
@@ -34,6 +35,7 @@ RANKS = {
     "signins": 5,
     "grants": 5,
     "mfa_routes": 5,
+    "middleware": 5,
     "person_routes": 5,
     "passkeys": 5,
     "web": 4,

@@ -16,9 +16,9 @@ from helpers import PASSWORD, ManualClock, assert_documented, login, register
 import openapi
 from config import Config
 from errors import ConfigError
+from middleware import client_address
 from passwords import PasswordHasher
 from throttle import counter_key
-from web import client_address
 
 WRONG = "definitely-not-the-password"
 OTHER_ADDRESS = {"REMOTE_ADDR": "198.51.100.77"}
