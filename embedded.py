@@ -44,8 +44,13 @@ class EmbeddedServer:
 
     @property
     def uri(self) -> str:
-        """The connection string of the running server."""
-        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
+        """The connection string of the running server (no retryable writes)."""
+        # retryWrites=false: secantusd-py scans its whole list of retryable-write records on
+        # every retryable write, and sorts it once it holds 10,000 (30 minutes' worth): from
+        # then on each write costs it about 5 ms of CPU more (BENCHMARKS.md, "mfa"). The list
+        # lives in its memory only, so a driver's retry after the server restarted was never
+        # recognised anyway. A MongoDB named by TOKENAUTH_MONGODB_URI keeps them.
+        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true&retryWrites=false"
 
     @property
     def marker(self) -> Path:

@@ -6,9 +6,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from helpers import register
+from pymongo import monitoring
 from pymongo.write_concern import WriteConcern
 
 import store as store_module
+from embedded import EmbeddedServer
 
 
 def with_options(uri: str, options: str) -> str:
@@ -51,3 +53,35 @@ def test_a_uri_with_only_a_write_timeout_keeps_the_durable_default(mongo_uri):
         assert client.write_concern == WriteConcern("majority", 2500, j=True)
     finally:
         client.close()
+
+
+class CommandLog(monitoring.CommandListener):
+    """The commands a client sends, by name."""
+
+    def __init__(self) -> None:
+        self.commands: dict[str, dict] = {}
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.commands[event.command_name] = dict(event.command)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        return None
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        return None
+
+
+def test_writes_to_the_embedded_server_are_not_retryable(tmp_path):
+    # Its retryable-write records cost it CPU on every write (BENCHMARKS.md, "mfa").
+    server = EmbeddedServer(tmp_path / "embedded")
+    log = CommandLog()
+    client = store_module.connect(server.start(), event_listeners=[log])
+    try:
+        client.test_write_concern.probe.insert_one({})
+        client.test_write_concern.probe.find_one_and_delete({})
+        assert "txnNumber" not in log.commands["insert"]
+        assert "txnNumber" not in log.commands["findAndModify"]
+        assert client.write_concern == WriteConcern(w="majority", j=True)
+    finally:
+        client.close()
+        server.stop()
