@@ -254,6 +254,12 @@ class RecoveryCodes:
     def __init__(self, store: store_module.Store) -> None:
         self.store = store
 
+    def clear_without_factor(self, user_id: str, factors: SecondFactors) -> None:
+        """After a factor's removal: the codes go too when the account has no factor left."""
+        user = self.store.find_user(user_id)
+        if user is not None and not factors.has_factor(user):
+            self.clear(user_id)
+
     def register(self, factors: SecondFactors) -> None:
         """Join the list of factors as the `recovery_code` method."""
         factors.add(

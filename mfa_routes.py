@@ -89,9 +89,7 @@ class MyTotp:
         user = caller(self.store, req)
         if not self.totp.remove(user["id"]):
             raise falcon.HTTPNotFound(description="You have no TOTP factor")
-        after = self.store.find_user(user["id"])
-        if after is not None and not self.factors.has_factor(after):
-            self.recovery_codes.clear(user["id"])
+        self.recovery_codes.clear_without_factor(user["id"], self.factors)
         self.events.record(
             "totp_removed",
             user_id=user["id"],

@@ -78,9 +78,7 @@ class MyPasskeys:
         user = caller(self.store, req)
         if not self.passkeys.remove(user["id"], passkey_id):
             raise falcon.HTTPNotFound(description="You have no passkey of this id")
-        after = self.store.find_user(user["id"])
-        if after is not None and not self.factors.has_factor(after):
-            self.recovery_codes.clear(user["id"])
+        self.recovery_codes.clear_without_factor(user["id"], self.factors)
         self._record(req, "passkey_removed", user, {"id": passkey_id})
         resp.status = falcon.HTTP_204
 

@@ -86,3 +86,21 @@ function clockText(seconds) {
   const minutes = Math.floor(seconds / 60);
   return `${minutes}:${String(seconds % 60).padStart(2, '0')}`;
 }
+
+/** A plain button (type=button) with its label, classes and click handler. */
+export function button(label, className, onClick) {
+  const b = document.createElement('button');
+  b.type = 'button';
+  b.className = className;
+  b.textContent = label;
+  b.addEventListener('click', onClick);
+  return b;
+}
+
+/** A <time> element showing an ISO instant as a medium date and a short time. */
+export function timeOf(iso) {
+  const time = document.createElement('time');
+  time.dateTime = iso;
+  time.textContent = new Date(iso).toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' });
+  return time;
+}

@@ -4,7 +4,7 @@
 
 import * as api from './api.js';
 import { callApi } from './session.js';
-import { $, focusElement, setBusy, toast } from './ui.js';
+import { $, button, focusElement, setBusy, timeOf, toast } from './ui.js';
 import { openSessions } from './view-sessions.js';
 
 // The scopes in words, as the consent page asked for them.
@@ -95,22 +95,6 @@ function consentItem(consent) {
 
   li.append(text, revoke, confirm);
   return li;
-}
-
-function button(label, className, onClick) {
-  const b = document.createElement('button');
-  b.type = 'button';
-  b.className = className;
-  b.textContent = label;
-  b.addEventListener('click', onClick);
-  return b;
-}
-
-function timeOf(iso) {
-  const time = document.createElement('time');
-  time.dateTime = iso;
-  time.textContent = new Date(iso).toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' });
-  return time;
 }
 
 function askRevoke(li) {

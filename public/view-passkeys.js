@@ -8,7 +8,7 @@ import * as api from './api.js';
 import { clearFormErrors, failLocally, reportFormError } from './forms.js';
 import { createPasskey, passkeyFailure, passkeysSupported } from './passkeys.js';
 import { callApi } from './session.js';
-import { $, focusElement, setBusy, toast } from './ui.js';
+import { $, button, focusElement, setBusy, toast } from './ui.js';
 import { addSecuritySection, reloadSecurity } from './view-security.js';
 
 const MAX_PASSKEYS = 20;
@@ -51,9 +51,9 @@ function row(passkey) {
   facts.className = 'passkey-facts';
   const used = passkey.last_used_at ? when(passkey.last_used_at) : 'never';
   facts.textContent = `Added ${when(passkey.created_at)} · last used ${used}`;
-  const rename = button('Rename', () => startRename(item, passkey));
+  const rename = secondaryButton('Rename', () => startRename(item, passkey));
   rename.setAttribute('aria-label', `Rename ${passkey.name}`);
-  const remove = button('Remove', () => onRemove(remove, passkey));
+  const remove = secondaryButton('Remove', () => onRemove(remove, passkey));
   remove.setAttribute('aria-label', `Remove ${passkey.name}`);
   item.append(name, facts, rename, remove);
   return item;
@@ -63,13 +63,9 @@ function when(iso) {
   return new Date(iso).toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' });
 }
 
-function button(label, onClick) {
-  const element = document.createElement('button');
-  element.type = 'button';
-  element.className = 'button button-secondary';
-  element.textContent = label;
-  element.addEventListener('click', onClick);
-  return element;
+// The section's buttons are secondary ones.
+function secondaryButton(label, onClick) {
+  return button(label, 'button button-secondary', onClick);
 }
 
 /* ---------- adding ---------- */
@@ -125,7 +121,7 @@ function startRename(item, passkey) {
   save.type = 'submit';
   save.className = 'button button-primary';
   save.textContent = 'Save';
-  const cancel = button('Cancel', () => { form.remove(); focusElement(item.querySelector('button')); });
+  const cancel = secondaryButton('Cancel', () => { form.remove(); focusElement(item.querySelector('button')); });
   form.append(label, input, error, save, cancel);
   form.addEventListener('submit', (event) => onRename(event, passkey));
   item.append(form);

@@ -6,7 +6,7 @@
 import * as api from './api.js';
 import { currentRoute, go } from './router.js';
 import { callApi, isAdmin } from './session.js';
-import { $, flash, focusElement, setBusy, toast } from './ui.js';
+import { $, button, flash, focusElement, setBusy, toast } from './ui.js';
 
 const SLOW_MS = 300; // show "loading" only when an answer is slow enough to notice
 const AUTO_RETRY_MAX_S = 30; // a 503 asking for a short wait is retried without a click
@@ -332,15 +332,6 @@ function actionsCell(person) {
 
   td.append(normal, confirm);
   return td;
-}
-
-function button(label, className, onClick) {
-  const b = document.createElement('button');
-  b.type = 'button';
-  b.className = className;
-  b.textContent = label;
-  b.addEventListener('click', onClick);
-  return b;
 }
 
 /* ---------- deleting ---------- */

@@ -4,7 +4,7 @@
 
 import * as api from './api.js';
 import { callApi } from './session.js';
-import { $, focusElement, setBusy, toast } from './ui.js';
+import { $, focusElement, setBusy, timeOf, toast } from './ui.js';
 
 let seq = 0;
 
@@ -74,13 +74,6 @@ function sessionItem(session) {
     li.append(end);
   }
   return li;
-}
-
-function timeOf(iso) {
-  const time = document.createElement('time');
-  time.dateTime = iso;
-  time.textContent = new Date(iso).toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' });
-  return time;
 }
 
 async function onEnd(button, id, device) {
