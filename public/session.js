@@ -8,6 +8,7 @@ import * as api from './api.js';
 import { getPasskey } from './passkeys.js';
 
 const ADMIN_ROLE = 'admin';
+const REFRESH_LOCK = 'tokenauth-refresh'; // a Web Lock every tab of this origin shares
 
 // The access token lives only in this variable: a page reload or a closed tab forgets it.
 let accessToken = null;
@@ -172,12 +173,21 @@ function forgetSession() {
 function refreshAccessToken() {
   // One refresh at a time in this tab: every call waiting on a 401 shares it.
   if (!refreshing) {
-    refreshing = refreshFromCookie().finally(() => { refreshing = null; });
+    refreshing = oneTabAtATime(refreshFromCookie).finally(() => { refreshing = null; });
   }
   return refreshing;
 }
 
-// Tabs refreshing at once all get the same new cookie within the service's reuse interval.
+// The tabs of this browser take turns, so each refresh sends the cookie the one before it
+// stored. Racing, a refresh sent after another's answer could rotate the cookie again before
+// a slower one sent earlier arrives: that one would then present a token two rotations old,
+// which the service takes as reuse and ends the session for every tab. Web Locks are shared
+// by every tab of this origin; without them (an older browser) the service's reuse interval
+// still keeps two tabs refreshing at once logged in.
+function oneTabAtATime(work) {
+  return navigator.locks ? navigator.locks.request(REFRESH_LOCK, work) : work();
+}
+
 async function refreshFromCookie() {
   accessToken = (await api.sessionRefresh()).access_token;
 }

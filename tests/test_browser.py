@@ -68,6 +68,8 @@ SESSION_COOKIE = "__Host-tokenauth-session"
 # The service's default window: a loaded machine (2 cores, Chromium, 4 tabs) can take over
 # 3 s to answer 4 held refreshes, and the last to arrive would then be reuse.
 REUSE_INTERVAL = 10  # seconds
+# A browser without the Web Locks API, whose tabs cannot take turns refreshing.
+WITHOUT_WEB_LOCKS = "Object.defineProperty(Navigator.prototype, 'locks', { get: () => undefined });"
 # Everything a script in the page can read that could hold a token.
 READABLE_STATE = """() => ({
   cookie: document.cookie,
@@ -1015,18 +1017,34 @@ def refreshes(tab: Tab) -> list[int]:
     return [c[2] for c in tab.calls if c[:2] == ("POST", "/auth/session/refresh")]
 
 
-def reload_at_once(tabs: list[Tab], username: str) -> list[list[int]]:
-    """Reload tabs of one browser so that their cookie refreshes reach the service together;
-    each must stay logged in. Returns each tab's refresh statuses of the reload."""
+def refresh_lock_state(tab: Tab) -> tuple[int, int]:
+    """How many of this origin's tabs hold the client's refresh Web Lock, and how many wait."""
+    state = tab.page.evaluate(
+        """async () => {
+            const { held, pending } = await navigator.locks.query();
+            const mine = (locks) => locks.filter((l) => l.name === 'tokenauth-refresh').length;
+            return [mine(held), mine(pending)];
+        }"""
+    )
+    return state[0], state[1]
+
+
+def reload_at_once(tabs: list[Tab], username: str, *, racing: bool = False) -> list[list[int]]:
+    """Reload tabs of one browser at once; each must stay logged in. Returns each tab's
+    refresh statuses of the reload.
+
+    The client's tabs take turns refreshing (a Web Lock): while the first tab's refresh is
+    held, the others wait for the lock and send nothing. `racing` is a browser without Web
+    Locks: the tabs' refreshes are held until all are sent, then reach the service together."""
     before = [len(refreshes(tab)) for tab in tabs]
     held = []
 
     def hold(route) -> None:
         held.append(route)
-        if len(held) == len(tabs):
+        if racing and len(held) == len(tabs):
             for waiting in held:
                 waiting.continue_()
-        elif len(held) > len(tabs):
+        elif len(held) > (len(tabs) if racing else 1):
             route.continue_()  # not expected (the assertion below says so); never hang on it
 
     context = tabs[0].context
@@ -1034,6 +1052,15 @@ def reload_at_once(tabs: list[Tab], username: str) -> list[list[int]]:
     try:
         for tab in tabs:
             tab.page.reload(wait_until="commit")
+        if not racing:
+            # Every other tab waits for the lock the first holds, its refresh unsent.
+            expected = (1, len(tabs) - 1)
+            deadline = time.monotonic() + 10
+            while refresh_lock_state(tabs[0]) != expected and time.monotonic() < deadline:
+                tabs[0].page.wait_for_timeout(50)
+            assert refresh_lock_state(tabs[0]) == expected
+            assert len(held) == 1, f"{len(held)} refreshes sent while one tab held the lock"
+            held[0].continue_()  # the tabs after it are let through as they come (hold)
         for tab in tabs:
             try:
                 expect_logged_in(tab, username)
@@ -1078,20 +1105,42 @@ def test_cookie_session_two_tabs_and_other_origins(gunicorn_server, open_tab, ot
     assert refreshes(second) == [200]
     second.assert_no_token_readable()
 
-    # Both tabs reloaded at once: their two refreshes of one cookie reach the service together.
-    # Within the service's reuse window both get the same new cookie: both stay logged in.
+    # Both tabs reloaded at once: they take turns refreshing (a Web Lock), both stay logged in.
     together = reload_at_once([first, second], "tess")
     print(f"2 tabs refreshing at once: {together}")
-    # Four tabs at once: the same, whatever order the browser stores their answers in.
+    # Four tabs at once: the same.
     more = [open_tab(base, f"tab-{n}", context=first.context) for n in (3, 4)]
     for tab in more:
         tab.page.goto("/")
         expect_logged_in(tab, "tess")
     together = reload_at_once([first, second, *more], "tess")
     print(f"4 tabs refreshing at once: {together}")
-    # Whichever answer the browser stored last, its cookie is the session's live token: it
+
+    # A browser without Web Locks: two tabs' refreshes of one cookie reach the service
+    # together. Within the reuse window both get the same new cookie: both stay logged in.
+    lockless = open_tab(base, "lockless-one")
+    lockless.context.add_init_script(WITHOUT_WEB_LOCKS)
+    lockless_too = open_tab(base, "lockless-two", context=lockless.context)
+    lockless.page.goto("/")
+    log_in(lockless, "tess", PASSWORD)
+    expect_logged_in(lockless, "tess")
+    lockless_too.page.goto("/")
+    expect_logged_in(lockless_too, "tess")
+    assert lockless.page.evaluate("navigator.locks") is None
+    racing = reload_at_once([lockless, lockless_too], "tess", racing=True)
+    print(f"2 tabs without Web Locks refreshing at once: {racing}")
+    # Whichever answer each browser stored last, its cookie is the session's live token: it
     # still refreshes after the window (a cookie handed to one racer only would be reuse now).
     time.sleep(REUSE_INTERVAL + 0.5)
+    with lockless.page.expect_response("**/auth/session/refresh") as after_window:
+        lockless.page.reload()
+    assert after_window.value.status == 200
+    expect_logged_in(lockless, "tess")
+    for tab in (lockless, lockless_too):
+        tab.assert_no_token_readable()
+        tab.assert_clean()
+    lockless.page.get_by_role("button", name="Log out").click()
+    expect_login_form(lockless)
     with first.page.expect_response("**/auth/session/refresh") as after_window:
         first.page.reload()
     assert after_window.value.status == 200
