@@ -34,9 +34,17 @@ class Load:
     LATENCIES_PER_SLICE = 20
 
     def slices_for(self, latency: float) -> int:
-        """How many slices the duration splits into, for requests of this latency."""
+        """How many slices a side runs, for requests of this latency: two at least.
+
+        Two a side make the order A B B A, so neither side always goes first: what the
+        first side leaves (a bigger collection, a pool topped up) is paid by both alike."""
         fitting = int(self.duration // max(latency * self.LATENCIES_PER_SLICE, 1.0))
-        return max(1, min(self.slices, fitting))
+        return max(2, min(self.slices, fitting))
+
+    def slice_seconds(self, latency: float) -> float:
+        """How long each slice runs: the duration shared out, but never under 20 latencies
+        (slow rows so run longer than `duration` a side)."""
+        return max(self.duration / self.slices_for(latency), latency * self.LATENCIES_PER_SLICE)
 
 
 def wrk_command(url: str, load: Load, seconds: float, headers: Sequence[str] = ()) -> list[str]:

@@ -175,10 +175,9 @@ class Rows:
         meters = {t.name: self._meter(t.server) for t in targets}
         slices: dict[str, list[report.WrkResult]] = {t.name: [] for t in targets}
         latency = max((self._warm_up(target) for target in targets), default=0.0)
-        count = self.load.slices_for(latency)
+        count, seconds = self.load.slices_for(latency), self.load.slice_seconds(latency)
         for number in range(count):
             for target in targets if number % 2 == 0 else reversed(targets):
-                seconds = self.load.duration / count
                 env = self._prepare(target, seconds)
                 with meters[target.name].measuring(), target.alongside():
                     result = self._wrk(target, seconds, env)
@@ -375,8 +374,9 @@ def describe(args: argparse.Namespace, load: Load, loads: list[str], runs: int) 
             f"- gunicorn: {gunicorn_settings(args.gunicorn_arg)}",
             f"- extra environment: {' '.join(args.env) or 'none'}",
             f"- load: wrk {load.threads} threads, {load.connections} connections; per row "
-            f"{load.warmup:g} s warm-up, then {load.duration:g} s measured in up to "
-            f"{load.slices} slices taking turns with its ceiling (fewer for slow requests)",
+            f"{load.warmup:g} s warm-up, then {load.duration:g} s measured in 2 to "
+            f"{load.slices} slices taking turns with its ceiling, A B B A (slow requests: 2 "
+            f"slices of at least {Load.LATENCIES_PER_SLICE} latencies each, so longer)",
             f"- machine load (1/5/15 min) before and after each run: {' | '.join(loads)}",
             "",
         ]

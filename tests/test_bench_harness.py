@@ -288,10 +288,14 @@ def test_combine_without_grids_weights_percentiles_by_requests():
 
 
 @pytest.mark.parametrize(
-    ("latency", "slices"), [(0.002, 4), (0.100, 4), (0.150, 2), (0.450, 1), (0.900, 1)]
+    ("latency", "slices", "seconds"),
+    [(0.002, 4, 2.0), (0.100, 4, 2.0), (0.150, 2, 4.0), (0.450, 2, 9.0), (0.900, 2, 18.0)],
 )
-def test_slow_requests_get_fewer_longer_slices(latency, slices):
-    assert Load(duration=8.0, slices=4).slices_for(latency) == slices
+def test_slow_requests_get_fewer_longer_slices_two_at_least(latency, slices, seconds):
+    # Two a side at least (A B B A), each at least 20 latencies long.
+    load = Load(duration=8.0, slices=4)
+    assert load.slices_for(latency) == slices
+    assert load.slice_seconds(latency) == pytest.approx(seconds)
 
 
 def _pool(max_age: float = 3600.0) -> Pool:
